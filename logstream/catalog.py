@@ -1,0 +1,63 @@
+"""Every job a server can show: the ones this process runs, and the rest of the data dir."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import trio
+
+from logstream.joblog import FileLog, JobLog, LiveLog
+from logstream.store import DataDir, Job, UnknownJob
+
+FILE_LOG_CACHE = 256
+
+
+class Catalog:
+    def __init__(self, data_dir: DataDir) -> None:
+        self.data_dir = data_dir
+        self._live: dict[str, LiveLog] = {}
+        self._files: OrderedDict[str, FileLog] = OrderedDict()
+        self._changed = trio.Event()
+
+    def add_live(self, log: LiveLog) -> None:
+        self._live[log.job.id] = log
+        self.notify()
+
+    def live_logs(self) -> list[LiveLog]:
+        return list(self._live.values())
+
+    def notify(self) -> None:
+        """A job started or ended: wake job-list streams."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def get(self, job_id: str) -> JobLog:
+        """The job's log; raises ``UnknownJob``."""
+        if live := self._live.get(job_id):
+            return live
+        cached = self._files.get(job_id)
+        if cached is not None:
+            self._files.move_to_end(job_id)
+            return cached
+        self.data_dir.job_path(job_id)  # validates the ID
+        log = FileLog(self.data_dir, job_id)
+        self._files[job_id] = log
+        if len(self._files) > FILE_LOG_CACHE:
+            self._files.popitem(last=False)
+        return log
+
+    def jobs(self, limit: int = 500) -> list[Job]:
+        """The newest jobs first (blocking reads of small files: call from a thread)."""
+        found: list[Job] = []
+        for job_id in self.data_dir.job_ids()[:limit]:
+            if live := self._live.get(job_id):
+                found.append(live.job)
+                continue
+            try:
+                found.append(self.data_dir.read_job(job_id))
+            except (UnknownJob, ValueError, OSError):
+                continue  # just created, or removed meanwhile
+        return found

@@ -1,0 +1,367 @@
+"""The command line: ``logstream run``, ``serve``, ``tail`` and ``gc``.
+
+Each command parses its options into a ``Settings`` and makes one ``trio.run`` call.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from logstream.catalog import Catalog
+from logstream.config import Settings, is_loopback
+from logstream.joblog import LiveLog
+from logstream.mask import Masker
+from logstream.ring import DEFAULT_RING_LINES
+from logstream.runner import JobRunner
+from logstream.server import PortInUse, format_url, serve_http
+from logstream.store import DataDir, Job, default_data_dir, hold_run_lock
+from logstream.web import create_app
+
+F = TypeVar("F", bound=Callable[..., Any])
+END_WAIT_S = 5.0
+
+
+def say(message: str) -> None:
+    """Write one whole ``logstream: `` line to stderr."""
+    sys.stderr.write(f"logstream: {message}\n")
+    sys.stderr.flush()
+
+
+class UsageError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        say(self.message)
+
+
+def server_options(function: F) -> F:
+    """Options shared by ``run`` and ``serve``."""
+    decorators = [
+        click.option(
+            "--host",
+            default="127.0.0.1",
+            show_default=True,
+            help="Address to listen on. Outside loopback a token is required.",
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="Port (default 8765, or a free port when 8765 is taken; 0: any).",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            envvar="LOGSTREAM_DATA_DIR",
+            default=None,
+            help="Where logs are kept [default: $XDG_STATE_HOME/logstream].",
+        ),
+        click.option(
+            "--ring-lines",
+            type=click.IntRange(min=1),
+            default=DEFAULT_RING_LINES,
+            show_default=True,
+            help="Lines kept in memory per job.",
+        ),
+        click.option(
+            "--token",
+            envvar="LOGSTREAM_TOKEN",
+            default=None,
+            help="Require this token (Bearer header, ?token= or cookie).",
+        ),
+        click.option(
+            "--no-auth", is_flag=True, help="Allow a non-loopback address without a token."
+        ),
+        click.option(
+            "--mask",
+            "masks",
+            multiple=True,
+            metavar="VAR",
+            help="Replace this environment variable's value by *** (repeatable; "
+            "also LOGSTREAM_MASK=A,B).",
+        ),
+        click.option(
+            "--max-streams",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Most event streams at once; more are told to retry later.",
+        ),
+        click.option("--cors-origin", default=None, help="Allow this one origin (CORS)."),
+        click.option(
+            "--certfile",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="TLS certificate (enables HTTPS and HTTP/2).",
+        ),
+        click.option(
+            "--keyfile",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            help="TLS private key.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def make_settings(options: dict[str, Any]) -> Settings:
+    masks = list(options.pop("masks", ()))
+    masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
+    data_dir = options.pop("data_dir", None) or default_data_dir()
+    settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
+    if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
+        raise UsageError(
+            f"refusing to listen on {settings.host} without a token: set --token or "
+            "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
+        )
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="logstream")
+def cli() -> None:
+    """Live build logs over Server-Sent Events.
+
+    Run any command with `logstream run -- COMMAND`: its output shows in your terminal as
+    usual and live at a URL, for browsers (a log viewer) and for `curl` or `logstream tail`.
+    Every line is kept on disk; a reconnecting client resumes at exactly the next line.
+    """
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@server_options
+@click.option(
+    "--pty",
+    is_flag=True,
+    help="Run under a pseudo-terminal (line-buffered, colours kept; one stream).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Do not copy the output to this terminal.")
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Keep serving this long after the job ends.",
+)
+@click.option("--name", default=None, help="The job's name [default: the command].")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    command: tuple[str, ...],
+    pty: bool,
+    quiet: bool,
+    linger: float | None,
+    name: str | None,
+    **options: Any,
+) -> int:
+    """Run COMMAND and serve its log live.
+
+    \b
+    Examples:
+      logstream run make test
+      logstream run --pty -- npm run build
+      logstream run --host 0.0.0.0 --token s3cret -- ./ci.sh
+
+    Prints `logstream: job ID live at URL` on stderr once the server listens, then runs the
+    command with its stdout and stderr copied here byte for byte. Exits with the command's
+    exit status (128+N when it died of signal N). Ctrl-C or SIGTERM is forwarded to the
+    command's process group; SIGKILL follows after 10 s.
+    """
+    settings = make_settings(options)
+    job_name = name or shlex.join(command)[:200]
+    return trio.run(_run, settings, list(command), job_name, pty, quiet, linger)
+
+
+async def _run(
+    settings: Settings,
+    command: list[str],
+    name: str,
+    pty: bool,
+    quiet: bool,
+    linger_s: float | None,
+) -> int:
+    data_dir = DataDir(settings.data_dir)
+    job_id, path = data_dir.new_job_dir()
+    hold_run_lock(path)
+    job = Job(id=job_id, name=name, command=command, cwd=os.getcwd(), pid=os.getpid())
+    log = LiveLog(path, job, settings.ring_lines)
+    catalog = Catalog(data_dir)
+    catalog.add_live(log)
+    app = create_app(catalog, settings)
+    state = app.extensions["logstream"]
+    runner = JobRunner(log, command, pty=pty, tee=not quiet, masker=Masker.from_env(settings.masks))
+    stop_server = trio.Event()
+    linger_over = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                host, port = await nursery.start(serve_http, app, settings, stop_server)
+            except PortInUse as error:
+                raise UsageError(
+                    f"{error.strerror}; choose another --port (0: any free port)"
+                ) from None
+            await nursery.start(log.run_writer)
+            say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
+
+            forwarding = trio.CancelScope()
+
+            async def forward_signals() -> None:
+                with forwarding:
+                    async for signum in signals:
+                        if log.job.ended:
+                            linger_over.set()
+                        else:
+                            runner.stop(signum)
+
+            nursery.start_soon(forward_signals)
+            result = await runner.run()
+            catalog.notify()
+            await log.wait_closed()
+            if linger_s is not None:
+                with trio.move_on_after(linger_s):
+                    await linger_over.wait()
+            else:
+                # Let every connected viewer receive the end event, but not forever.
+                with trio.move_on_after(END_WAIT_S):
+                    await state.wait_no_streams()
+            forwarding.cancel()
+            _stop_serving(nursery, state, stop_server, settings)
+    return result.exit_code
+
+
+def _stop_serving(
+    nursery: trio.Nursery, state: Any, stop_server: trio.Event, settings: Settings
+) -> None:
+    """End every stream (clients resume later), stop the server, and bound the wait."""
+    state.shut_down()
+    stop_server.set()
+    nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1
+
+
+@cli.command()
+@server_options
+@click.option(
+    "--jobs",
+    "jobs_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A TOML jobs file: jobs that POST /api/jobs may start.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove finished jobs older than this (checked hourly).",
+)
+@click.option(
+    "--keep-jobs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep only this many newest finished jobs (checked hourly).",
+)
+def serve(
+    jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None, **options: Any
+) -> int:
+    """Serve every job in the data directory, live and finished.
+
+    Jobs that `logstream run` processes on this machine write to the same data directory
+    show up live. With --jobs, the jobs defined in that file can be started from the API.
+    """
+    settings = make_settings(options)
+    return trio.run(_serve, settings, jobs_file, keep_days, keep_jobs)
+
+
+async def _serve(
+    settings: Settings, jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None
+) -> int:
+    data_dir = DataDir(settings.data_dir)
+    data_dir.create()
+    catalog = Catalog(data_dir)
+    app = create_app(catalog, settings)
+    state = app.extensions["logstream"]
+    stop_server = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                host, port = await nursery.start(serve_http, app, settings, stop_server)
+            except PortInUse as error:
+                raise UsageError(
+                    f"{error.strerror}; choose another --port (0: any free port)"
+                ) from None
+            say(f"serving at {format_url(settings.scheme, host, port)}/")
+            if keep_days is not None or keep_jobs is not None:
+                nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
+            async for _signum in signals:
+                break
+            say("shutting down")
+            _stop_serving(nursery, state, stop_server, settings)
+    return 0
+
+
+async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int | None) -> None:
+    while True:
+        removed = await trio.to_thread.run_sync(data_dir.gc, keep_days, keep_jobs)
+        if removed:
+            say(f"removed {len(removed)} old jobs")
+        await trio.sleep(3600)
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="LOGSTREAM_DATA_DIR",
+    default=None,
+    help="The data directory [default: $XDG_STATE_HOME/logstream].",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Remove finished jobs that ended more than this many days ago.",
+)
+@click.option(
+    "--keep-jobs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep only this many newest jobs; remove older finished ones.",
+)
+def gc(data_dir: Path | None, keep_days: float | None, keep_jobs: int | None) -> int:
+    """Remove old finished jobs (never a running one)."""
+    if keep_days is None and keep_jobs is None:
+        raise UsageError("gc: give --keep-days and/or --keep-jobs")
+    removed = DataDir(data_dir or default_data_dir()).gc(keep_days, keep_jobs)
+    say(f"removed {len(removed)} jobs")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: returns the exit status."""
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="logstream",
+            standalone_mode=False,
+        )
+    except click.exceptions.Abort:
+        say("aborted")
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

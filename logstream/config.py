@@ -1,0 +1,48 @@
+"""One typed settings object for the server, passed explicitly (hypercorn's ``Config`` style)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logstream.ring import DEFAULT_RING_LINES
+
+DEFAULT_PORT = 8765
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    #: ``None``: the default port, or any free port when it is taken.
+    port: int | None = None
+    ring_lines: int = DEFAULT_RING_LINES
+    token: str | None = None
+    no_auth: bool = False
+    masks: tuple[str, ...] = ()
+    max_streams: int | None = None
+    cors_origin: str | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    keepalive_s: float = 15.0
+    retry_ms: int = 1000
+    #: ``retry:`` sent to a stream refused because ``max_streams`` are open.
+    busy_retry_ms: int = 10_000
+    keep_alive_timeout_s: float = 5.0
+    graceful_timeout_s: float = 3.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certfile else "http"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is in 127.0.0.0/8 or ::1 (``localhost`` counts)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,166 @@
+"""The in-memory ring buffer: the newest lines of one job, as encoded SSE blocks.
+
+Theory of operation
+-------------------
+The runner reads the command's output in large chunks; each chunk's lines become one ``Block``:
+consecutive sequence numbers ``first..last`` and the SSE bytes of their records, encoded once
+(``sse.encode_lines``) and shared by every client and by the log file. The job's writer assigns
+sequence numbers (from 1, no gaps); the ring only checks that each block continues the last one.
+
+A client holds a cursor: the last sequence number it has. ``read_after(cursor)`` returns the bytes
+of every record after it, up to a byte budget, as one chunk to send in one write. Lookup is a
+binary search over the blocks, then, when the cursor falls inside a block, a ``bytes.find`` of
+the record's ``id:`` line: no Python work per line.
+
+Eviction drops whole blocks, oldest first, while the rest still hold ``max_lines`` lines (so
+the ring holds the newest ``max_lines`` lines, and at most one block more), or while it holds
+more than ``max_bytes`` bytes; but
+never a block that is not yet safely in the store (``persisted_through``): until then the ring
+is the only copy. ``append`` and ``mark_persisted`` return the blocks they evicted. A cursor older
+than the first block is answered with ``None``; the caller reads those lines from the store.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from logstream import sse
+
+DEFAULT_RING_LINES = 100_000
+DEFAULT_RING_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Lines ``first..last`` of a job as SSE records; ``time_ms``: when they were read."""
+
+    first: int
+    last: int
+    payload: bytes
+    time_ms: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Records after a cursor: send ``payload``, then the cursor becomes ``last``."""
+
+    payload: bytes
+    last: int
+    time_ms: int
+
+
+@dataclass(slots=True)
+class RingStatistics:
+    lines: int
+    bytes: int
+    blocks: int
+    first: int
+    last: int
+    evicted_lines: int
+
+
+@dataclass
+class Ring:
+    """A bounded ring of blocks with O(log n) lookup by sequence number."""
+
+    max_lines: int = DEFAULT_RING_LINES
+    max_bytes: int = DEFAULT_RING_BYTES
+    #: Blocks up to this sequence number are in the store and may be evicted.
+    persisted_through: int = 0
+    _blocks: list[Block] = field(default_factory=list)
+    _firsts: list[int] = field(default_factory=list)
+    _head: int = 0
+    _lines: int = 0
+    _bytes: int = 0
+    _evicted_lines: int = 0
+    #: The last sequence number appended (0: none yet).
+    last: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_lines < 1 or self.max_bytes < 1:
+            raise ValueError("a ring holds at least one line and one byte")
+
+    @property
+    def first(self) -> int:
+        """The oldest sequence number still held (``last + 1`` when empty)."""
+        return self._firsts[self._head] if self._head < len(self._blocks) else self.last + 1
+
+    def append(self, block: Block) -> list[Block]:
+        """Add the next block; return the blocks evicted to make room."""
+        if block.first != self.last + 1 or block.last < block.first:
+            raise ValueError(f"block {block.first}..{block.last} does not follow {self.last}")
+        self._blocks.append(block)
+        self._firsts.append(block.first)
+        self._lines += block.count
+        self._bytes += len(block.payload)
+        self.last = block.last
+        return self._evict()
+
+    def mark_persisted(self, seq: int) -> list[Block]:
+        """Lines up to ``seq`` are in the store; return the blocks this lets go."""
+        self.persisted_through = max(self.persisted_through, seq)
+        return self._evict()
+
+    def read_after(self, cursor: int, max_bytes: int = 1 << 20) -> Chunk | None:
+        """Records after line ``cursor`` (at least one block's worth, then up to ``max_bytes``).
+
+        ``None`` when line ``cursor + 1`` is older than the ring; an empty chunk when nothing
+        newer exists yet.
+        """
+        want = cursor + 1
+        if want > self.last:
+            return Chunk(b"", cursor, 0)
+        if want < self.first:
+            return None
+        index = bisect.bisect_right(self._firsts, want, lo=self._head) - 1
+        block = self._blocks[index]
+        offset = 0 if block.first == want else sse.find_line_record(block.payload, want)
+        if offset < 0:
+            raise AssertionError(f"line {want} missing from block {block.first}..{block.last}")
+        parts = [block.payload[offset:] if offset else block.payload]
+        size = len(parts[0])
+        last = block.last
+        for following in self._blocks[index + 1 :]:
+            if size >= max_bytes:
+                break
+            parts.append(following.payload)
+            size += len(following.payload)
+            last = following.last
+        return Chunk(b"".join(parts) if len(parts) > 1 else parts[0], last, block.time_ms)
+
+    def statistics(self) -> RingStatistics:
+        return RingStatistics(
+            lines=self._lines,
+            bytes=self._bytes,
+            blocks=len(self._blocks) - self._head,
+            first=self.first,
+            last=self.last,
+            evicted_lines=self._evicted_lines,
+        )
+
+    def _evict(self) -> list[Block]:
+        evicted: list[Block] = []
+        while self._head < len(self._blocks) - 1:
+            oldest = self._blocks[self._head]
+            if oldest.last > self.persisted_through:
+                break
+            over_lines = self._lines - oldest.count >= self.max_lines
+            over_bytes = self._bytes > self.max_bytes
+            if not (over_lines or over_bytes):
+                break
+            evicted.append(oldest)
+            self._lines -= oldest.count
+            self._bytes -= len(oldest.payload)
+            self._evicted_lines += oldest.count
+            self._head += 1
+        # Drop evicted slots in bulk: amortised O(1) per block, lists stay compact.
+        if self._head > 64 and self._head * 2 > len(self._blocks):
+            del self._blocks[: self._head]
+            del self._firsts[: self._head]
+            self._head = 0
+        return evicted

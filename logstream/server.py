@@ -1,0 +1,180 @@
+"""Serve the app with hypercorn's trio worker, inside the caller's ``trio.run``.
+
+``serve_http`` binds the socket itself (so a taken default port can fall back to a free one and
+the real port is known), then runs hypercorn until ``stop`` is set. Callers start it with
+``await nursery.start(serve_http, ...)``, which returns the bound ``(host, port)``.
+
+The ``Guard`` ASGI middleware sits in front of routing: it checks the token (§7 of the contract),
+so a 401 reveals nothing about which jobs exist, and it shields the final body send of every
+response (hypercorn 0.18 with quart-trio sends it from a cancelled scope otherwise, and the
+connection's keep-alive timer is never re-armed: idle keep-alive connections would stay open and
+every shutdown would wait for the whole graceful timeout).
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import json
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from logstream.config import DEFAULT_PORT, Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+TOKEN_COOKIE = "logstream_token"
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+class PortInUse(OSError):
+    """The port given explicitly is taken."""
+
+
+def bind_socket(host: str, port: int | None) -> socket.socket:
+    """A bound TCP socket; ``port=None``: the default port, or a free one when it is taken."""
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _type, _proto, _name, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address[0], DEFAULT_PORT if port is None else port, *address[2:]))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            sock.close()
+            raise
+        if port is not None:
+            sock.close()
+            raise PortInUse(error.errno, f"port {port} on {host} is in use") from None
+        sock.bind((address[0], 0, *address[2:]))
+    return sock
+
+
+def format_url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+async def serve_http(
+    app: ASGIApp,
+    settings: Settings,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``stop`` is set; report the bound ``(host, port)`` when listening."""
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.errorlog = None
+    config.accesslog = None
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
+    config.graceful_timeout = settings.graceful_timeout_s
+    config.h11_max_incomplete_size = 16 * 1024
+    config.backlog = 1024
+    if settings.certfile:
+        config.certfile = str(settings.certfile)
+        config.keyfile = str(settings.keyfile) if settings.keyfile else None
+    guarded = Guard(app, settings.token)
+
+    async def started(
+        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await serve(guarded, config, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(started)
+        task_status.started((host, port))
+
+
+class Guard:
+    """ASGI middleware in front of routing: token check and a shielded final send."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = _shield_final_send(send)
+        if self.token is None or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        supplied, from_query = _supplied_token(scope)
+        if supplied is None or not hmac.compare_digest(supplied, self.token):
+            await _send_json(send, 401, {"error": "authentication required"})
+            return
+        if from_query:
+            send = _set_cookie(send, self.token, secure=scope.get("scheme") == "https")
+        await self.app(scope, receive, send)
+
+
+def _supplied_token(scope: Scope) -> tuple[bytes | None, bool]:
+    """The token the request carries: Bearer header, then ``?token=``, then the cookie."""
+    cookie_header = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip(), False
+        if name == b"cookie":
+            cookie_header = value
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if "token" in query:
+        return query["token"][0].encode("latin-1"), True
+    if cookie_header:
+        cookies = SimpleCookie()
+        try:
+            cookies.load(cookie_header.decode("latin-1"))
+        except Exception:
+            return None, False
+        if TOKEN_COOKIE in cookies:
+            return cookies[TOKEN_COOKIE].value.encode("latin-1"), False
+    return None, False
+
+
+def _set_cookie(send: Send, token: bytes, *, secure: bool) -> Send:
+    cookie = TOKEN_COOKIE.encode() + b"=" + token + b"; HttpOnly; SameSite=Strict; Path=/"
+    if secure:
+        cookie += b"; Secure"
+
+    async def send_with_cookie(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
+        await send(message)
+
+    return send_with_cookie
+
+
+def _shield_final_send(send: Send) -> Send:
+    async def shielded(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return shielded
+
+
+async def _send_json(send: Send, status: int, data: object) -> None:
+    body = json.dumps(data).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b'Bearer realm="logstream"'),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

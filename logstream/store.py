@@ -1,0 +1,373 @@
+"""The data directory: the only module that touches log files (format: ``logformat``).
+
+Layout: ``<data-dir>/jobs/<ID>/{job.json, log, index, lock}``. Everything here is synchronous
+and called from worker threads by the async layer (``joblog``), so no call blocks the event loop.
+
+Who writes what: the process running a job holds an exclusive ``flock`` on its ``lock`` file for
+as long as the job runs and is the only writer of its files. The kernel drops the lock when that
+process dies, even by ``kill -9``; a job whose ``job.json`` still says ``running`` while nobody
+holds the lock was interrupted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from logstream import logformat, sse
+from logstream.ring import Block, Chunk
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+READ_BLOCK_BYTES = 1 << 20
+_last_id_time: dt.datetime | None = None
+
+
+class UnknownJob(LookupError):
+    """No job with this ID exists in the data directory."""
+
+
+def default_data_dir() -> Path:
+    """``$LOGSTREAM_DATA_DIR``, else ``$XDG_STATE_HOME/logstream`` (``~/.local/state``)."""
+    if configured := os.environ.get("LOGSTREAM_DATA_DIR"):
+        return Path(configured)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "logstream"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Job:
+    """A job's metadata, as ``job.json`` stores it and the API shows it."""
+
+    id: str
+    name: str
+    command: list[str]
+    cwd: str = ""
+    status: str = "running"
+    exit_code: int | None = None
+    started_at: str = field(default_factory=utc_now)
+    finished_at: str | None = None
+    lines: int = 0
+    pid: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status != "running"
+
+    def to_api(self) -> dict[str, object]:
+        shown = asdict(self)
+        del shown["pid"], shown["cwd"]
+        shown["url"] = f"/jobs/{self.id}"
+        return shown
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Job:
+        fields = json.loads(data)
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+class DataDir:
+    """The jobs of one data directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.jobs_path = path / "jobs"
+
+    def create(self) -> None:
+        self.jobs_path.mkdir(parents=True, exist_ok=True)
+
+    def job_path(self, job_id: str) -> Path:
+        if not JOB_ID.fullmatch(job_id):
+            raise UnknownJob(job_id)
+        return self.jobs_path / job_id
+
+    def new_job_dir(self) -> tuple[str, Path]:
+        """A fresh, time-ordered, URL-safe job ID and its (new, empty) directory.
+
+        ``mkdir`` is atomic, so two processes sharing the data directory never get the same ID.
+        """
+        self.create()
+        global _last_id_time
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            # Strictly increasing within a process, even when the clock stands still.
+            if _last_id_time is not None and now <= _last_id_time:
+                now = _last_id_time + dt.timedelta(microseconds=1)
+            _last_id_time = now
+            job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(2)
+            path = self.jobs_path / job_id
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return job_id, path
+
+    def job_ids(self) -> list[str]:
+        """IDs of every job with metadata, newest first."""
+        try:
+            names = os.listdir(self.jobs_path)
+        except FileNotFoundError:
+            return []
+        ids = [n for n in names if JOB_ID.fullmatch(n) and (self.jobs_path / n).is_dir()]
+        return sorted(ids, reverse=True)
+
+    def read_job(self, job_id: str) -> Job:
+        """The job's metadata; a ``running`` job whose runner is gone reads as ``interrupted``."""
+        path = self.job_path(job_id)
+        try:
+            job = Job.from_json((path / "job.json").read_bytes())
+        except FileNotFoundError:
+            raise UnknownJob(job_id) from None
+        if job.status == "running" and not runner_alive(path):
+            # Re-read: the runner may have finished between the two reads.
+            job = Job.from_json((path / "job.json").read_bytes())
+            if job.status == "running":
+                job.status = "interrupted"
+                job.lines = LogReader(path).last_seq()
+        return job
+
+    def remove_job(self, job_id: str) -> bool:
+        """Remove a finished job; a running one is left alone. True when removed."""
+        path = self.job_path(job_id)
+        if runner_alive(path):
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+
+    def gc(self, keep_days: float | None, keep_jobs: int | None) -> list[str]:
+        """Remove finished jobs older than ``keep_days`` or beyond the newest ``keep_jobs``."""
+        removed: list[str] = []
+        cutoff = time.time() - keep_days * 86400 if keep_days is not None else None
+        for rank, job_id in enumerate(self.job_ids()):
+            try:
+                job = self.read_job(job_id)
+            except (UnknownJob, ValueError):
+                continue
+            if not job.ended:
+                continue
+            too_many = keep_jobs is not None and rank >= keep_jobs
+            finished = job.finished_at or job.started_at
+            stamp = dt.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
+            too_old = cutoff is not None and stamp < cutoff
+            if (too_many or too_old) and self.remove_job(job_id):
+                removed.append(job_id)
+        return removed
+
+
+def write_job(path: Path, job: Job) -> None:
+    """Replace ``job.json`` atomically (write a temporary file, fsync, rename)."""
+    temporary = path / "job.json.tmp"
+    data = json.dumps(asdict(job), indent=1).encode()
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path / "job.json")
+
+
+def hold_run_lock(path: Path) -> int:
+    """Take the job's run lock for the life of this process; returns the file descriptor."""
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def runner_alive(path: Path) -> bool:
+    """Whether some process still holds the job's run lock."""
+    try:
+        fd = os.open(path / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class LogWriter:
+    """Appends blocks to a job's log and index. Not thread-safe: one writer task calls it."""
+
+    def __init__(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        self._log = os.open(path / "log", flags, 0o644)
+        self._index = os.open(path / "index", flags, 0o644)
+        self._size = os.fstat(self._log).st_size
+        self._indexed_at = -logformat.INDEX_EVERY_BYTES
+
+    def write(self, blocks: list[Block]) -> None:
+        entries: list[bytes] = []
+        offset = self._size
+        for block in blocks:
+            if offset - self._indexed_at >= logformat.INDEX_EVERY_BYTES:
+                record = sse.find_line_record(block.payload, block.first)
+                entries.append(
+                    logformat.pack_index_entry(block.first, offset + record, block.time_ms)
+                )
+                self._indexed_at = offset
+            offset += len(block.payload)
+        _write_all(self._log, b"".join(block.payload for block in blocks))
+        self._size = offset
+        if entries:
+            _write_all(self._index, b"".join(entries))
+
+    def close(self, end_record: bytes) -> None:
+        """Append the end record, make everything durable, and close."""
+        _write_all(self._log, end_record)
+        os.fsync(self._log)
+        os.fsync(self._index)
+        os.close(self._log)
+        os.close(self._index)
+
+    def sync(self) -> None:
+        os.fsync(self._log)
+
+
+def _read_records(file: BinaryIO, offset: int, max_bytes: int) -> bytes:
+    """The whole records from ``offset`` (at least one when there is one), without the end."""
+    size = max_bytes
+    while True:
+        file.seek(offset)
+        data = file.read(size)
+        whole = logformat.whole_length(data)
+        if whole or len(data) < size:
+            break
+        size *= 2  # a record longer than the block: read more
+    records = data[:whole]
+    end = logformat.end_record_at(records)
+    return records[:end] if end >= 0 else records
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class LogReader:
+    """Reads a job's log by sequence number, also while another process appends to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seqs: list[int] = []
+        self._entries: list[tuple[int, int, int]] = []
+        self._index_bytes = 0
+
+    def read_after(
+        self, cursor: int, offset: int = -1, max_bytes: int = READ_BLOCK_BYTES
+    ) -> tuple[Chunk, int, int]:
+        """Records after line ``cursor``: ``(chunk, next_offset, first_seq_found)``.
+
+        ``offset`` is where the record after ``cursor`` starts, when known from the previous
+        read. ``first_seq_found`` is the sequence number of the first line in the chunk (more
+        than ``cursor + 1`` only when lines were lost: the caller reports a gap). The chunk
+        stops before the ``end`` record; an empty chunk means nothing newer is on disk yet.
+        """
+        time_ms = 0
+        if offset < 0:
+            offset, time_ms = self._seek(cursor + 1)
+        try:
+            file = open(self.path / "log", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return Chunk(b"", cursor, 0), 0, cursor + 1
+        with file:
+            while True:
+                records = _read_records(file, offset, max_bytes)
+                start = sse.find_line_record(records, cursor + 1)
+                first_found = cursor + 1
+                if start < 0:
+                    start = sse.find_line_record_start(records)
+                    if start < 0:
+                        # Only time marks (or nothing) so far.
+                        return Chunk(b"", cursor, time_ms), offset, cursor + 1
+                    first_found = int(records[start + 4 : records.index(b"\n", start)])
+                    if first_found <= cursor:
+                        # The index pointed before the cursor and the wanted line is not in
+                        # this block: skip what the client has and read on.
+                        offset += len(records)
+                        continue
+                chunk_records = records[start:]
+                last = sse.last_line_seq(chunk_records)
+                assert last is not None
+                # Time marks after the last line stay for the next read.
+                last_end = chunk_records.index(b"\n\n", chunk_records.rfind(b"id: ")) + 2
+                chunk = Chunk(chunk_records[:last_end], last, time_ms)
+                return chunk, offset + start + last_end, first_found
+
+    def last_seq(self) -> int:
+        """The last line's sequence number on disk (0 when none)."""
+        try:
+            with open(self.path / "log", "rb") as file:
+                size = file.seek(0, os.SEEK_END)
+                span = READ_BLOCK_BYTES
+                while True:
+                    file.seek(max(0, size - span))
+                    data = file.read(span)
+                    data = data[: logformat.whole_length(data)]
+                    last = sse.last_line_seq(data)
+                    if last is not None or span >= size:
+                        return last or 0
+                    span *= 4
+        except FileNotFoundError:
+            return 0
+
+    def end(self) -> tuple[str, int | None] | None:
+        """The ``(status, exit_code)`` of the log's end record, if it has one."""
+        with contextlib.suppress(FileNotFoundError), open(self.path / "log", "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - 4096))
+            data = file.read()
+            at = logformat.end_record_at(data[: logformat.whole_length(data)])
+            if at >= 0:
+                return logformat.parse_end_record(data[at:])
+        return None
+
+    def size(self) -> int:
+        try:
+            return os.stat(self.path / "log").st_size
+        except FileNotFoundError:
+            return 0
+
+    def _seek(self, seq: int) -> tuple[int, int]:
+        """Offset of an indexed record at or before line ``seq``, and its time."""
+        self._load_index()
+        at = bisect.bisect_right(self._seqs, seq) - 1
+        size = self.size()
+        while at >= 0:
+            _seq, offset, time_ms = self._entries[at]
+            # An entry past the end of the log (torn by a crash) is ignored.
+            if offset < size:
+                return offset, time_ms
+            at -= 1
+        return 0, 0
+
+    def _load_index(self) -> None:
+        try:
+            with open(self.path / "index", "rb") as file:
+                file.seek(self._index_bytes)
+                data = file.read()
+        except FileNotFoundError:
+            return
+        whole = len(data) - len(data) % logformat.INDEX_ENTRY.size
+        for entry in logformat.unpack_index(data[:whole]):
+            if not self._seqs or entry[0] > self._seqs[-1]:
+                self._seqs.append(entry[0])
+                self._entries.append(entry)
+        self._index_bytes += whole

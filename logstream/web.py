@@ -1,0 +1,384 @@
+"""The web app: quart-trio routes over the catalog; errors map to HTTP in one place.
+
+Theory of operation
+-------------------
+Each event stream is one task that owns a cursor (the last line its client has). It asks the
+job's log for everything after the cursor and sends that as one chunk, so a client that falls
+behind catches up in big writes, and under load batches grow instead of writes multiplying. When
+nothing is newer it waits on the log (woken once per appended block), sending a keep-alive
+comment every ``keepalive_s``. The runner never waits for a stream: streams only read.
+
+Everything a stream needs from the request (resume ID, ``tail``) is read before the streaming
+generator starts, because the request context is gone inside it. Quart's default response
+timeout would cut a stream after 60 s, so event streams have none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from logstream import logformat, sse
+from logstream.catalog import Catalog
+from logstream.config import Settings
+from logstream.joblog import Cursor, JobLog
+from logstream.metrics import Metrics
+from logstream.store import UnknownJob
+
+STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+DIGITS = re.compile(r"[0-9]+")
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+MAX_PAGE_LINES = 10_000
+
+
+class HTTPError(Exception):
+    """An answer other than 200: status and a message for the JSON body."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(HTTPError):
+    """The request is malformed (a resume ID that is not a number, ...)."""
+
+    status = 400
+
+
+class NotFound(HTTPError):
+    """No such job or route."""
+
+    status = 404
+
+
+def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
+    """The quart-trio app serving ``catalog``."""
+    app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    state = AppState(catalog, settings)
+    app.extensions["logstream"] = state
+
+    @app.errorhandler(HTTPError)
+    async def http_error(error: HTTPError) -> Response:
+        return _json({"error": error.message}, error.status)
+
+    @app.errorhandler(UnknownJob)
+    async def unknown_job(error: UnknownJob) -> Response:
+        return _json({"error": "no such job"}, 404)
+
+    @app.errorhandler(404)
+    async def not_found(error: Exception) -> Response:
+        return _json({"error": "not found"}, 404)
+
+    @app.errorhandler(405)
+    async def not_allowed(error: Exception) -> Response:
+        return _json({"error": "method not allowed"}, 405)
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
+            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @app.get("/")
+    async def index() -> Response:
+        return await _page("index.html")
+
+    @app.get("/jobs/<job_id>")
+    async def job_page(job_id: str) -> Response:
+        catalog.get(job_id)
+        return await _page("job.html")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok\n", content_type="text/plain; charset=utf-8")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body = state.metrics.render(catalog, state.streams)
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/jobs")
+    async def list_jobs() -> Response:
+        jobs = await trio.to_thread.run_sync(catalog.jobs)
+        return _json({"jobs": [job.to_api() for job in jobs]})
+
+    @app.get("/api/jobs/<job_id>")
+    async def show_job(job_id: str) -> Response:
+        log = catalog.get(job_id)
+        return _json(_job_json(log))
+
+    @app.get("/api/jobs/<job_id>/events")
+    async def events(job_id: str) -> Response:
+        log = catalog.get(job_id)
+        after = _start_position(log, request.headers, request.args)
+        if log.job.ended and after >= log.last:
+            return Response("", status=204)
+        if settings.max_streams is not None and state.streams >= settings.max_streams:
+            state.metrics.streams_refused += 1
+            response = Response(sse.encode_retry(settings.busy_retry_ms), headers=STREAM_HEADERS)
+            response.headers["Retry-After"] = str(settings.busy_retry_ms // 1000)
+            return response
+        response = Response(state.stream_events(log, after), headers=STREAM_HEADERS)
+        response.timeout = None
+        return response
+
+    @app.get("/api/jobs/<job_id>/log")
+    async def plain_log(job_id: str) -> Response:
+        log = catalog.get(job_id)
+        response = Response(_plain_text(log), content_type="text/plain; charset=utf-8")
+        response.timeout = None
+        if request.args.get("download"):
+            response.headers["Content-Disposition"] = f'attachment; filename="{job_id}.log"'
+        return response
+
+    @app.get("/api/jobs/<job_id>/lines")
+    async def lines(job_id: str) -> Response:
+        log = catalog.get(job_id)
+        after = _number(request.args.get("after"), "after") or 0
+        limit = min(_number(request.args.get("limit"), "limit") or 1000, MAX_PAGE_LINES)
+        return _json(await _page_of_lines(log, after, limit))
+
+    @app.get("/api/jobs/<job_id>/search")
+    async def search(job_id: str) -> Response:
+        log = catalog.get(job_id)
+        query = request.args.get("q", "")
+        limit = min(_number(request.args.get("limit"), "limit") or 10_000, 100_000)
+        if not query:
+            raise BadRequest("q: give the text to search for")
+        matches, truncated = await _search(log, query, limit)
+        return _json({"matches": matches, "truncated": truncated})
+
+    @app.get("/api/events")
+    async def job_list_events() -> Response:
+        response = Response(state.stream_job_list(), headers=STREAM_HEADERS)
+        response.timeout = None
+        return response
+
+    return app
+
+
+class AppState:
+    """What the routes share: the catalog, settings, counters and the shutdown signal."""
+
+    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.metrics = Metrics()
+        self.streams = 0
+        self.shutting_down = trio.Event()
+        self._streams_changed = trio.Event()
+
+    def shut_down(self) -> None:
+        """End every stream without an ``end`` event, so clients resume elsewhere or later."""
+        self.shutting_down.set()
+
+    async def wait_streams_below(self, count: int) -> None:
+        while self.streams >= count and count >= 0:
+            await self._streams_changed.wait()
+
+    async def wait_no_streams(self) -> None:
+        await self.wait_streams_below(1)
+
+    async def stream_events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
+        self.streams += 1
+        self.metrics.streams_total += 1
+        try:
+            async for data in self._events(log, after):
+                self.metrics.bytes_sent += len(data)
+                yield data
+        finally:
+            self.streams -= 1
+            self._streams_changed.set()
+            self._streams_changed = trio.Event()
+
+    async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
+        cursor = Cursor(after)
+        opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
+        while not self.shutting_down.is_set():
+            read = await log.read_after(cursor)
+            chunk = read.chunk
+            if chunk.payload:
+                prefix = b""
+                if opening is not None:
+                    prefix, opening = opening, None
+                    # The client learns when these lines were read, even mid-block.
+                    if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
+                        prefix += sse.encode_time(chunk.time_ms)
+                if read.first > cursor.seq + 1:
+                    prefix += sse.encode_gap(read.first)
+                yield prefix + chunk.payload if prefix else chunk.payload
+                cursor.seq = chunk.last
+                continue
+            if opening is not None:
+                yield opening
+                opening = None
+            # Everything the log has is sent: only now may the end follow.
+            job = log.job
+            if job.ended and cursor.seq >= log.last:
+                yield sse.encode_end(job.status, job.exit_code)
+                return
+            with trio.move_on_after(self.settings.keepalive_s) as waited:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
+                    if log.last > cursor.seq:
+                        # A newer line is known but its record is not whole on disk yet.
+                        await trio.sleep(0.05)
+                    else:
+                        await log.wait_beyond(cursor.seq)
+                    nursery.cancel_scope.cancel()
+            if waited.cancelled_caught:
+                yield sse.KEEPALIVE
+
+    async def stream_job_list(self) -> AsyncIterator[bytes]:
+        sent: dict[str, dict[str, Any]] = {}
+        jobs = await trio.to_thread.run_sync(self.catalog.jobs)
+        shown = [job.to_api() for job in jobs]
+        sent = {str(job["id"]): job for job in shown}
+        yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
+        while not self.shutting_down.is_set():
+            with trio.move_on_after(1.0):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
+                    await self.catalog.wait_changed()
+                    nursery.cancel_scope.cancel()
+            jobs = await trio.to_thread.run_sync(self.catalog.jobs)
+            out = []
+            for job in jobs:
+                shown_job = job.to_api()
+                if sent.get(job.id) != shown_job:
+                    sent[job.id] = shown_job
+                    out.append(_event("job", shown_job))
+            yield b"".join(out) if out else sse.KEEPALIVE
+
+
+async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
+    await wait()
+    nursery.cancel_scope.cancel()
+
+
+def _event(name: str, data: object) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+def _job_json(log: JobLog) -> dict[str, object]:
+    shown = log.job.to_api()
+    shown["lines"] = max(log.last, log.job.lines)
+    return shown
+
+
+async def _page(name: str) -> Response:
+    html = await trio.Path(STATIC / name).read_bytes()
+    response = Response(html, content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _number(value: str | None, name: str) -> int | None:
+    """A non-negative integer parameter (ASCII digits only); empty counts as absent."""
+    if value is None or value == "":
+        return None
+    if not DIGITS.fullmatch(value):
+        raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
+    return int(value)
+
+
+def _start_position(log: JobLog, headers: Any, args: Any) -> int:
+    """The last line the client has: ``Last-Event-ID``, else ``last_event_id``, else ``tail``."""
+    resume = _number(headers.get("Last-Event-ID"), "Last-Event-ID")
+    if resume is None:
+        resume = _number(args.get("last_event_id"), "last_event_id")
+    tail = _number(args.get("tail"), "tail")
+    if resume is not None:
+        return resume
+    if tail is not None:
+        return max(0, log.last - tail)
+    return 0
+
+
+async def _plain_text(log: JobLog) -> AsyncIterator[bytes]:
+    cursor = Cursor(0)
+    while True:
+        read = await log.read_after(cursor)
+        if not read.chunk.payload:
+            return
+        yield logformat.plain_text(read.chunk.payload)
+        cursor.seq = read.chunk.last
+
+
+async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, object]:
+    cursor = Cursor(after)
+    lines: list[tuple[int, str, str]] = []
+    times: list[tuple[int, int]] = []
+    first: int | None = None
+    while len(lines) < limit:
+        read = await log.read_after(cursor, max_bytes=256 * 1024)
+        chunk = read.chunk
+        if not chunk.payload:
+            break
+        if first is None:
+            first = read.first
+            if chunk.time_ms:
+                times.append((read.first, chunk.time_ms))
+        for line in logformat.iter_lines(chunk.payload):
+            if len(lines) >= limit:
+                break
+            lines.append(line)
+        end_seq = lines[-1][0] if lines else chunk.last
+        times += [t for t in logformat.iter_times(chunk.payload, chunk.last + 1) if t[0] <= end_seq]
+        cursor.seq = end_seq
+    return {
+        "lines": lines,
+        "times": times,
+        "first": first if first is not None else after + 1,
+        "last": log.last,
+        "ended": log.job.ended,
+    }
+
+
+async def _search(log: JobLog, query: str, limit: int) -> tuple[list[int], bool]:
+    needle = query.casefold()
+    cursor = Cursor(0)
+    matches: list[int] = []
+    while True:
+        read = await log.read_after(cursor)
+        chunk = read.chunk
+        if not chunk.payload:
+            return matches, False
+        cursor.seq = chunk.last
+        # Most blocks hold no match: one C-level test skips them whole.
+        text = chunk.payload.decode()
+        if "\x1b" not in text and "\r" not in query and needle not in text.casefold():
+            continue
+        for seq, _stream, text in logformat.iter_lines(chunk.payload):
+            if needle in ANSI_ESCAPE.sub("", text).casefold():
+                matches.append(seq)
+                if len(matches) >= limit:
+                    return matches, True
+        await trio.lowlevel.checkpoint()
