@@ -81,6 +81,7 @@ class LiveLog:
         self._changed = trio.Event()
         self._queued = trio.Event()
         self._closed = trio.Event()
+        self._persisted = trio.Event()
         self._last_mark_ms = 0
         self._ended = False
 
@@ -120,6 +121,11 @@ class LiveLog:
         self._queued.set()
         self._changed.set()
 
+    async def wait_persisted(self, seq: int) -> None:
+        """Wait until lines up to ``seq`` are written to the log file."""
+        while self.ring.persisted_through < seq:
+            await self._persisted.wait()
+
     async def wait_closed(self) -> None:
         """Wait until the end is recorded on disk."""
         await self._closed.wait()
@@ -144,6 +150,8 @@ class LiveLog:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._writer.write, blocks)
                 self.ring.mark_persisted(blocks[-1].last)
+                self._persisted.set()
+                self._persisted = trio.Event()
             if self._ended and not self._pending:
                 break
         end = sse.encode_end(self._job.status, self._job.exit_code)

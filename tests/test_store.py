@@ -38,7 +38,7 @@ def test_resume_from_any_point_on_disk_gives_each_line_once(tmp_path: Path) -> N
     write_lines(tmp_path, 20_000)
     reader = LogReader(tmp_path)
     assert reader.last_seq() == 20_000
-    for cursor in [0, 1, 999, 1000, 1001, 12_345, 19_999] + random.sample(range(20_000), 20):
+    for cursor in [0, 1, 999, 1000, 1001, 12_345, 19_999, *random.sample(range(20_000), 20)]:
         assert read_all(reader, cursor) == list(range(cursor + 1, 20_001))
     assert read_all(reader, 20_000) == []
 
