@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install everything the tests need, then run ruff, mypy and the whole test suite.
+# Idempotent: run it again and it only runs the checks. Extra arguments go to pytest.
+set -eu
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real: Chromium for the viewer tests.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The project and its test tools, in a virtualenv of its own.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
