@@ -1,0 +1,73 @@
+"""Ingest in-process, with or without the disk store: ``python -m benchmarks.ingest_nodisk``.
+
+``python -m benchmarks.ingest_nodisk [--disk] -- COMMAND...`` runs COMMAND with logstream's own
+``JobRunner`` into a ``LiveLog`` (pipes, 64 KiB reads, ``LineSplitter``, ``encode_lines``, the
+ring, the writer task) and prints one JSON line: lines, wall seconds, CPU seconds.
+
+Without ``--disk`` the log's ``LogWriter`` is replaced by one that writes nothing: the writer
+task still batches, hops to a thread and marks blocks persisted (so the ring evicts as usual),
+but no byte reaches the disk. That is the honest "ingest without the disk store": the same code
+path minus the ``write()`` calls. logstream itself has no such switch, on purpose: every line
+is kept on disk (contract §3). No HTTP server runs here; it would sit idle anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from logstream.joblog import LiveLog
+from logstream.ring import Block
+from logstream.runner import JobRunner
+from logstream.store import Job, LogWriter
+
+
+class NullWriter(LogWriter):
+    """A ``LogWriter`` that keeps nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def write(self, blocks: list[Block]) -> None:
+        pass
+
+    def close(self, end_record: bytes) -> None:
+        pass
+
+
+async def ingest(command: list[str], disk: bool, directory: Path) -> dict[str, float]:
+    job = Job(id="bench", name="bench", command=command)
+    log = LiveLog(directory, job)
+    if not disk:
+        log._writer = NullWriter()
+    runner = JobRunner(log, command, tee=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        await runner.run()
+        await log.wait_closed()
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"lines": log.last, "wall_s": wall, "cpu_s": cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--disk", action="store_true", help="keep the real disk store")
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="logstream-ingest-") as directory:
+        result = trio.run(ingest, args.command, args.disk, Path(directory))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
