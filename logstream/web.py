@@ -190,10 +190,14 @@ class AppState:
         self.streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
+        #: The keep-alive scopes of event streams waiting for lines.
+        self._waiting: set[trio.CancelScope] = set()
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
         self.shutting_down.set()
+        for waiting in list(self._waiting):
+            waiting.cancel()
 
     async def wait_streams_below(self, count: int) -> None:
         while self.streams >= count and count >= 0:
@@ -240,16 +244,19 @@ class AppState:
             if job.ended and cursor.seq >= log.last:
                 yield sse.encode_end(job.status, job.exit_code)
                 return
+            # No task per wait (a nursery here cost more than the send itself under load):
+            # shut_down() cancels the scopes of waiting streams directly.
             with trio.move_on_after(self.settings.keepalive_s) as waited:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
+                self._waiting.add(waited)
+                try:
                     if log.last > cursor.seq:
                         # A newer line is known but its record is not whole on disk yet.
                         await trio.sleep(0.05)
                     else:
                         await log.wait_beyond(cursor.seq)
-                    nursery.cancel_scope.cancel()
-            if waited.cancelled_caught:
+                finally:
+                    self._waiting.discard(waited)
+            if waited.cancelled_caught and not self.shutting_down.is_set():
                 yield sse.KEEPALIVE
 
     async def stream_job_list(self) -> AsyncIterator[bytes]:
