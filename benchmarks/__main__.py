@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,7 @@ class Report:
         described = s.describe(figures)
         self.rows[name] = described
         shown = ", ".join(
-            f"{key} {_fmt(v['median'])} [{_fmt(v['min'])}–{_fmt(v['max'])}]"
+            f"{key} {_fmt(v['median'])} [{_fmt(v['min'])}-{_fmt(v['max'])}]"
             for key, v in described.items()
         )
         print(f"{name}: {shown}", flush=True)
@@ -99,7 +98,9 @@ def main() -> None:
             )
     if "memory" in chosen:
         report.measure(
-            f"memory logstream {sizes.memory_lines:,} lines", lambda: s.memory(sizes.memory_lines), 1
+            f"memory logstream {sizes.memory_lines:,} lines",
+            lambda: s.memory(sizes.memory_lines),
+            1,
         )
     print(f"# done in {time.monotonic() - started:.0f} s, load "
           f"{' '.join(f'{x:.2f}' for x in load_average())} at end", flush=True)  # fmt: skip
@@ -108,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

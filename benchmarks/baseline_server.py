@@ -37,7 +37,7 @@ HEADERS = (
 def encode_block(first: int, lines: list[bytes]) -> bytes:
     """SSE records of consecutive lines, encoded in C (map, zip, join): no frame per line."""
     ids = "\n".join(map(str, range(first, first + len(lines)))).encode().split(b"\n")
-    return b"id: " + b"\n\nid: ".join(map(b"\ndata: ".join, zip(ids, lines))) + b"\n\n"
+    return b"id: " + b"\n\nid: ".join(map(b"\ndata: ".join, zip(ids, lines, strict=True))) + b"\n\n"
 
 
 def http_chunk(payload: bytes) -> bytes:
@@ -53,6 +53,7 @@ class Hub:
         self.ended = False
         self.clients = 0
         self.changed = trio.Event()
+        self.no_clients = trio.Event()
 
     def append(self, lines: list[bytes]) -> None:
         first = self.last + 1
@@ -88,9 +89,9 @@ async def read_command(hub: Hub, command: list[str]) -> None:
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
     )
     assert process.stdout is not None
-    pending = b""
+    pending: bytes = b""
     while True:
-        chunk = await process.stdout.receive_some(READ_BYTES)
+        chunk = bytes(await process.stdout.receive_some(READ_BYTES))
         if not chunk:
             break
         cut = chunk.rfind(b"\n")
@@ -139,6 +140,9 @@ async def serve_client(hub: Hub, stream: trio.SocketStream) -> None:
         pass
     finally:
         hub.clients -= 1
+        if not hub.clients:
+            hub.no_clients.set()
+            hub.no_clients = trio.Event()
         await stream.aclose()
 
 
@@ -157,7 +161,7 @@ async def main_async(port: int, linger_s: float, command: list[str]) -> None:
         await read_command(hub, command)
         await trio.sleep(linger_s)
         while hub.clients:
-            await trio.sleep(0.05)
+            await hub.no_clients.wait()
         nursery.cancel_scope.cancel()
 
 

@@ -51,6 +51,7 @@ class Connection:
     first_id: int | None = None
     last_id: int = 0
     lines: int = 0
+    chunks: int = 0
     bytes_in: int = 0
     gaps: int = 0
     t_headers: float = 0.0
@@ -76,7 +77,7 @@ def _stamp_before(buf: bytes, at: int) -> int:
 
 
 def add_latencies(buf: bytes, start: int, end: int, now_ns: int, results: Results) -> None:
-    """Add the latency of every stamped line in ``buf[start:end]`` (whole lines) to the histogram."""
+    """Add the latency of each stamped line in ``buf[start:end]`` (whole lines) to the histogram."""
     first = buf.find(STAMP_MARK, start, end)
     if first < 0:
         return
@@ -173,6 +174,9 @@ class LoadClient:
 
     def _dechunk(self, c: Connection, data: bytes) -> bytes:
         out: list[bytes] = []
+        if c.size_line:
+            # An unfinished size line (maybe ending in "\r") continues in this data.
+            data, c.size_line = c.size_line + data, b""
         pos, size = 0, len(data)
         while pos < size:
             if c.chunk_left:
@@ -189,11 +193,12 @@ class LoadClient:
             else:
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
-                    c.size_line += data[pos:]
+                    c.size_line = data[pos:]
                     break
-                line, c.size_line = c.size_line + data[pos:eol], b""
+                line = data[pos:eol]
                 pos = eol + 2
                 c.chunk_left = int(line.split(b";")[0], 16)
+                c.chunks += 1
                 if not c.chunk_left:
                     break  # the last chunk: the body ends
         return b"".join(out)
@@ -239,9 +244,7 @@ class LoadClient:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cs = self.connections
         mismatched = sum(
-            1
-            for c in cs
-            if c.first_id is not None and c.lines != c.last_id - c.first_id + 1
+            1 for c in cs if c.first_id is not None and c.lines != c.last_id - c.first_id + 1
         )
         wrong_start = sum(
             1 for c in cs if c.resume is not None and c.first_id not in (None, c.resume + 1)
@@ -252,6 +255,7 @@ class LoadClient:
             "statuses": sorted({c.status for c in cs}),
             "lines": sum(c.lines for c in cs),
             "bytes": sum(c.bytes_in for c in cs),
+            "chunks": sum(c.chunks for c in cs),
             "mismatched": mismatched,
             "wrong_start": wrong_start,
             "gaps": sum(c.gaps for c in cs),

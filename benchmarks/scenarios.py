@@ -146,6 +146,9 @@ def fanout(kind: str, clients: int, rate: float, lines: int) -> Figures:
         "p99_ms": h.percentile_ms(hist, 0.99),
         "max_ms": h.percentile_ms(hist, 1.0),
         "server_cpu_pct": 100 * cpu / duration,
+        # One HTTP chunk per server write: how well batching works, and what a write costs.
+        "lines_per_write": delivered / max(1, sum(r["chunks"] for r in results)),
+        "server_us_per_write": 1e6 * cpu / max(1, sum(r["chunks"] for r in results)),
         "server_rss_mb": sampler.peak / MB,
         "client_cpu_pct": 100 * sum(r["cpu_s"] for r in results) / duration,
         "complete": float(
@@ -219,9 +222,7 @@ def storm(kind: str, clients: int, preamble: int = 200_000) -> Figures:
             load = _load()
             sampler = RssSampler(server.pid).start()
             cpu_before = cpu_seconds(server.pid)
-            group = h.start_clients(
-                server, clients, processes=2, resume_ids=ids, target=preamble
-            )
+            group = h.start_clients(server, clients, processes=2, resume_ids=ids, target=preamble)
             group.wait_ready()
             h.open_gate(fifo)
             results = group.results()
@@ -245,6 +246,7 @@ def storm(kind: str, clients: int, preamble: int = 200_000) -> Figures:
         "backlog_lines": float(sum(preamble - i for i in ids if i is not None)),
         "server_cpu_s": cpu_end - cpu_before,
         "server_rss_mb": sampler.peak / MB,
+        "client_cpu_s": sum(r["cpu_s"] for r in results),
         "complete": float(
             delivered == expected
             and all(r["ended"] == r["clients"] and not r["mismatched"] for r in results)

@@ -18,9 +18,7 @@ from typing import Any
 import trio
 
 RECORD = b"id: 123456\ndata: 123456 1700000000000000000 firehose\n\n"
-HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-)
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def _cpu() -> float:
@@ -85,7 +83,7 @@ async def _hypercorn(listener: socket.socket, count: int, stack: str) -> float:
 
         async def timed(scope: dict[str, Any], receive: Any, send: Any) -> None:
             started = _cpu()
-            await quart_app(scope, receive, send)
+            await quart_app(scope, receive, send)  # type: ignore[arg-type]
             if scope["type"] == "http":
                 spent[0] = _cpu() - started
                 done.set()
