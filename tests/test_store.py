@@ -113,3 +113,13 @@ def test_gc_removes_old_finished_jobs_but_never_a_running_one(tmp_path: Path) ->
     assert sorted(removed) == sorted([made[0], made[1]])
     assert set(data_dir.job_ids()) == {made[2], made[3]}
     del lock
+
+
+def test_writer_appends_more_blocks_than_one_writev_takes(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path)
+    blocks = [Block(seq, seq, sse.encode_lines(seq, [f"line {seq}"]), 0) for seq in range(1, 3001)]
+    writer.write(blocks[:2500])
+    writer.write(blocks[2500:])
+    writer.close(sse.encode_end("succeeded", 0))
+    expected = b"".join(block.payload for block in blocks) + sse.encode_end("succeeded", 0)
+    assert (tmp_path / "log").read_bytes() == expected

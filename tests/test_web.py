@@ -436,3 +436,23 @@ async def test_search_finds_lines_ignoring_case_and_colours(server: Server) -> N
     async with server.client() as client:
         found = (await client.get(f"/api/jobs/{log.job.id}/search", params={"q": "error"})).json()
     assert found == {"matches": [2, 4], "truncated": False}
+
+
+async def test_shutdown_ends_a_waiting_stream_without_an_end_event(settings: Settings) -> None:
+    async with running_server(settings) as server:
+        log = await server.new_job()
+        log.append(["one"])
+        got: list[Event] = []
+
+        async def follow() -> None:
+            got.extend(await collect(server, log.job.id))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            with trio.fail_after(DEADLINE_S):
+                # Nothing signals "a stream is waiting": poll until it sent "one" and waits.
+                while not server.state._waiting:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            server.state.shut_down()
+        assert [e.data for e in got if e.id] == ["one"]
+        assert not [e for e in got if e.event == "end"]
