@@ -51,12 +51,16 @@ class Report:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (all)"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller jobs, one run, targets only")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     chosen = args.scenarios or list(SCENARIOS)
+    if unknown := set(chosen) - set(SCENARIOS):
+        parser.error(f"unknown scenario: {', '.join(sorted(unknown))}")
     sizes = s.QUICK if args.quick else s.FULL
     report = Report(args.runs or (1 if args.quick else 3))
     print(

@@ -150,6 +150,13 @@ class Clients:
             if line.strip() != b"ready":
                 raise RuntimeError(f"load client failed: {line!r}")
 
+    def kill(self) -> None:
+        """Stop any client process still running (after a failure)."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
     def results(self) -> list[dict[str, Any]]:
         out = []
         for process in self.processes:

@@ -125,8 +125,8 @@ def fanout(kind: str, clients: int, rate: float, lines: int) -> Figures:
         server = h.start_server(kind, Path(tmp) / "data", command)
         processes = 2 if clients >= 500 else 1
         load = _load()
+        group = h.start_clients(server, clients, processes=processes, stamped=True)
         try:
-            group = h.start_clients(server, clients, processes=processes, stamped=True)
             group.wait_ready()
             sampler = RssSampler(server.pid).start()
             cpu_before = cpu_seconds(server.pid)
@@ -135,6 +135,7 @@ def fanout(kind: str, clients: int, rate: float, lines: int) -> Figures:
             cpu = cpu_seconds(server.pid) - cpu_before
             sampler.stop()
         finally:
+            group.kill()
             server.stop()
     done = max(max(r["t_end"]) for r in results)
     hist = h.merge_histograms(results)
@@ -262,8 +263,8 @@ def memory(lines: int) -> Figures:
         fifo = h.make_fifo(Path(tmp))
         server = h.start_logstream_run(Path(tmp) / "data", h.gated(fifo, h.firehose(lines)))
         load = _load()
+        group = h.start_clients(server, 1, timeout_s=600)
         try:
-            group = h.start_clients(server, 1, timeout_s=600)
             group.wait_ready()
             sampler = RssSampler(server.pid, interval_s=0.1).start()
             go = time.monotonic()
@@ -271,6 +272,7 @@ def memory(lines: int) -> Figures:
             (result,) = group.results()
             sampler.stop()
         finally:
+            group.kill()
             server.stop()
     samples = [(t - go, rss / MB) for t, rss in sampler.samples]
     settled = [rss for t, rss in samples if t >= 1.0] or [rss for _t, rss in samples]
