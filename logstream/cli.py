@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from logstream.joblog import LiveLog
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.runner import JobRunner
-from logstream.server import PortInUse, format_url, serve_http
+from logstream.server import PortInUse, bind_socket, format_url, serve_http
 from logstream.store import DataDir, Job, default_data_dir, hold_run_lock
 from logstream.web import create_app
 
@@ -189,6 +190,7 @@ async def _run(
     quiet: bool,
     linger_s: float | None,
 ) -> int:
+    sock = _bind(settings)
     data_dir = DataDir(settings.data_dir)
     job_id, path = data_dir.new_job_dir()
     hold_run_lock(path)
@@ -203,12 +205,7 @@ async def _run(
     linger_over = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            try:
-                host, port = await nursery.start(serve_http, app, settings, stop_server)
-            except PortInUse as error:
-                raise UsageError(
-                    f"{error.strerror}; choose another --port (0: any free port)"
-                ) from None
+            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
             await nursery.start(log.run_writer)
             say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
 
@@ -236,6 +233,14 @@ async def _run(
             forwarding.cancel()
             _stop_serving(nursery, state, stop_server, settings)
     return result.exit_code
+
+
+def _bind(settings: Settings) -> socket.socket:
+    """Bind before anything else happens: a taken port must not leave a job behind."""
+    try:
+        return bind_socket(settings.host, settings.port)
+    except PortInUse as error:
+        raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
 def _stop_serving(
@@ -283,6 +288,7 @@ def serve(
 async def _serve(
     settings: Settings, jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
+    sock = _bind(settings)
     data_dir = DataDir(settings.data_dir)
     data_dir.create()
     catalog = Catalog(data_dir)
@@ -291,12 +297,7 @@ async def _serve(
     stop_server = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            try:
-                host, port = await nursery.start(serve_http, app, settings, stop_server)
-            except PortInUse as error:
-                raise UsageError(
-                    f"{error.strerror}; choose another --port (0: any free port)"
-                ) from None
+            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
             say(f"serving at {format_url(settings.scheme, host, port)}/")
             if keep_days is not None or keep_jobs is not None:
                 nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)

@@ -70,11 +70,17 @@ async def serve_http(
     app: ASGIApp,
     settings: Settings,
     stop: trio.Event,
+    sock: socket.socket | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set; report the bound ``(host, port)`` when listening."""
-    sock = bind_socket(settings.host, settings.port)
+    """Serve ``app`` until ``stop`` is set; report the bound ``(host, port)`` when listening.
+
+    ``sock``: a socket from ``bind_socket``, for callers that must know the port is theirs
+    before they do anything else; by default one is bound here.
+    """
+    if sock is None:
+        sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     config = HypercornConfig()
     config.bind = [f"fd://{sock.detach()}"]
