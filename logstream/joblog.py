@@ -33,6 +33,7 @@ from logstream.store import Job, LogReader, LogWriter
 
 FLUSH_INTERVAL_S = 0.2
 FLUSH_BYTES = 8 << 20
+SYNC_INTERVAL_S = 5.0  # fsync of a running job's log: bounds what a power loss can take
 POLL_INTERVAL_S = 0.1
 TIME_MARK_EVERY_MS = 1000
 
@@ -136,6 +137,7 @@ class LiveLog:
         """Append queued blocks to disk until the job ends, then record the end."""
         await trio.to_thread.run_sync(store.write_job, self.path, self._job)
         task_status.started()
+        next_sync = trio.current_time() + SYNC_INTERVAL_S
         while True:
             await self._queued.wait()
             if not self._ended and self._pending_bytes < FLUSH_BYTES:
@@ -146,9 +148,12 @@ class LiveLog:
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
             if blocks:
+                sync = trio.current_time() >= next_sync
+                if sync:
+                    next_sync = trio.current_time() + SYNC_INTERVAL_S
                 # Shielded: a block taken from the queue must reach the disk.
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._writer.write, blocks)
+                    await trio.to_thread.run_sync(self._writer.write, blocks, sync)
                 self.ring.mark_persisted(blocks[-1].last)
                 self._persisted.set()
                 self._persisted = trio.Event()
