@@ -18,12 +18,13 @@ import trio
 
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
-from logstream.joblog import LiveLog
+from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
+from logstream.launch import JobSupervisor, create_job
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import JobRunner
 from logstream.server import PortInUse, format_url, serve_http
-from logstream.store import DataDir, Job, default_data_dir, hold_run_lock
+from logstream.store import DataDir, default_data_dir
+from logstream.taskrunner import TaskRunner, add_task_routes
 from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,16 +190,9 @@ async def _run(
     quiet: bool,
     linger_s: float | None,
 ) -> int:
-    data_dir = DataDir(settings.data_dir)
-    job_id, path = data_dir.new_job_dir()
-    hold_run_lock(path)
-    job = Job(id=job_id, name=name, command=command, cwd=os.getcwd(), pid=os.getpid())
-    log = LiveLog(path, job, settings.ring_lines)
-    catalog = Catalog(data_dir)
-    catalog.add_live(log)
+    catalog = Catalog(DataDir(settings.data_dir))
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
-    runner = JobRunner(log, command, pty=pty, tee=not quiet, masker=Masker.from_env(settings.masks))
     stop_server = trio.Event()
     linger_over = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -209,7 +203,17 @@ async def _run(
                 raise UsageError(
                     f"{error.strerror}; choose another --port (0: any free port)"
                 ) from None
-            await nursery.start(log.run_writer)
+            job = await create_job(
+                nursery,
+                catalog,
+                command,
+                name=name,
+                pty=pty,
+                tee=not quiet,
+                masker=Masker.from_env(settings.masks),
+                ring_lines=settings.ring_lines,
+            )
+            job_id = job.id
             say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
 
             forwarding = trio.CancelScope()
@@ -217,15 +221,13 @@ async def _run(
             async def forward_signals() -> None:
                 with forwarding:
                     async for signum in signals:
-                        if log.job.ended:
+                        if job.job.ended:
                             linger_over.set()
                         else:
-                            runner.stop(signum)
+                            job.cancel(signum)
 
             nursery.start_soon(forward_signals)
-            result = await runner.run()
-            catalog.notify()
-            await log.wait_closed()
+            result = await job.run()
             if linger_s is not None:
                 with trio.move_on_after(linger_s):
                     await linger_over.wait()
@@ -277,17 +279,23 @@ def serve(
     show up live. With --jobs, the jobs defined in that file can be started from the API.
     """
     settings = make_settings(options)
-    return trio.run(_serve, settings, jobs_file, keep_days, keep_jobs)
+    try:
+        jobs = load_jobs_file(jobs_file) if jobs_file else None
+    except JobsFileError as error:
+        raise UsageError(str(error)) from None
+    return trio.run(_serve, settings, jobs, keep_days, keep_jobs)
 
 
 async def _serve(
-    settings: Settings, jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None
+    settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
     data_dir = DataDir(settings.data_dir)
     data_dir.create()
     catalog = Catalog(data_dir)
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
+    supervisor = JobSupervisor(catalog)
+    add_task_routes(app, TaskRunner(supervisor, settings, jobs))
     stop_server = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -297,12 +305,16 @@ async def _serve(
                 raise UsageError(
                     f"{error.strerror}; choose another --port (0: any free port)"
                 ) from None
+            await nursery.start(supervisor.run)
             say(f"serving at {format_url(settings.scheme, host, port)}/")
             if keep_days is not None or keep_jobs is not None:
                 nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
             async for _signum in signals:
                 break
             say("shutting down")
+            # Running jobs are cancelled and their logs finished before the server stops.
+            supervisor.close()
+            await supervisor.wait_closed()
             _stop_serving(nursery, state, stop_server, settings)
     return 0
 
