@@ -5,6 +5,7 @@ Each command parses its options into a ``Settings`` and makes one ``trio.run`` c
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import signal
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from logstream import tail as tail_module
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
@@ -325,6 +327,84 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)
+
+
+@cli.command("tail")
+@click.argument("url")
+@click.option(
+    "--from",
+    "after",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Start after line N (resume where you left off).",
+)
+@click.option(
+    "--tail",
+    "tail_lines",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Start with the last N lines.",
+)
+@click.option("--no-follow", is_flag=True, help="Print the lines the job has now and exit.")
+@click.option(
+    "--token",
+    envvar="LOGSTREAM_TOKEN",
+    default=None,
+    help="The server's token (sent as a Bearer header).",
+)
+@click.option(
+    "--reconnect-for",
+    type=click.FloatRange(min=0),
+    default=tail_module.DEFAULT_RECONNECT_FOR_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up after the server is unreachable this long (0: never).",
+)
+def tail_command(
+    url: str,
+    after: int | None,
+    tail_lines: int | None,
+    no_follow: bool,
+    token: str | None,
+    reconnect_for: float,
+) -> int:
+    """Follow a job's log: stdout lines to stdout, stderr lines to stderr.
+
+    \b
+    Examples:
+      logstream tail http://127.0.0.1:8765/jobs/ID
+      logstream tail --tail 100 --no-follow http://ci.example:8765/jobs/ID
+
+    Reconnects after a dropped connection and resumes at exactly the next line. Exits with
+    the job's exit status when it ends: 0 when it succeeded, its exit code when it failed or
+    was cancelled (130 without one), 75 when its runner died (interrupted). With --no-follow
+    a job still running exits 0. Errors: 2 bad URL, 66 no such job, 77 token missing or
+    wrong, 69 server unreachable for too long.
+    """
+    if after is not None and tail_lines is not None:
+        raise UsageError("tail: give --from or --tail, not both")
+    try:
+        return trio.run(
+            functools.partial(
+                tail_module.tail,
+                url,
+                stdout=sys.stdout.buffer,
+                stderr=sys.stderr.buffer,
+                after=after,
+                tail_lines=tail_lines,
+                follow=not no_follow,
+                token=token,
+                reconnect_for_s=reconnect_for,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Our reader went away (`logstream tail URL | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 @cli.command()

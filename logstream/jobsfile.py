@@ -133,7 +133,7 @@ def _definition(text: str, path: Path, folder: Path, name: str, table: object) -
         raise fail("env", 'must be a table of strings, e.g. env = { CI = "true" }')
     for key, value in env_value.items():
         if not isinstance(value, str):
-            raise fail("env", f"{key}: values must be strings (quote them: {key} = \"{value}\")")
+            raise fail("env", f'{key}: values must be strings (quote them: {key} = "{value}")')
     env = tuple(sorted(env_value.items()))
 
     timeout = table.get("timeout_s")
