@@ -75,7 +75,8 @@ class JobHandle:
         The job ends ``cancelled``. Cancelling a job that has not started yet ends it as soon
         as it starts; cancelling one that has ended does nothing.
         """
-        self.runner.stop(signum)
+        if not self.job.ended:  # its process group may be gone, its ID reused
+            self.runner.stop(signum)
 
     async def run(self) -> JobResult:
         """Run the command to its end (call once); the end is on disk when this returns."""
