@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import trio
-from invoke import Context, Exit, task
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 import logstream
 
