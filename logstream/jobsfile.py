@@ -94,7 +94,8 @@ def parse_jobs_file(text: str, path: Path) -> JobsFile:
 
 def _definition(text: str, path: Path, folder: Path, name: str, table: object) -> JobDefinition:
     def fail(key: str | None, message: str) -> JobsFileError:
-        line = _line_of(text, key, name)
+        # A missing field: the line of the job's table.
+        line = _line_of(text, key, name) or _line_of(text, None, name)
         where = f"{path}:{line}" if line else str(path)
         field = f"jobs.{name}.{key}" if key else f"jobs.{name}"
         return JobsFileError(f"{where}: {field}: {message}")
