@@ -79,7 +79,7 @@ class TaskRunner:
         return self.jobs_file.jobs if self.jobs_file else ()
 
     def running_count(self, name: str) -> int:
-        handles = [h for h in self._by_name.get(name, []) if not h.done]
+        handles = [h for h in self._by_name.get(name, []) if not h.job.ended]
         self._by_name[name] = handles
         return len(handles) + self._starting.get(name, 0)
 
