@@ -1,9 +1,10 @@
-"""Helpers for tests of jobs run by a real server: read a job's events, run the CLI, find processes."""
+"""Helpers for tests of jobs a real server runs: read events, run the CLI, find processes."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,7 +87,9 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "logstream.cli", *args]
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> trio.CompletedProcess[bytes]:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``logstream ARGS`` to its end; stdout and stderr captured."""
     with trio.fail_after(DEADLINE_S):
         return await trio.run_process(

@@ -40,7 +40,7 @@ def test_cwd_is_relative_to_the_jobs_file(tmp_path: Path) -> None:
     [
         ('[jobs.a]\ncommand = ["ls"\n', "jobs.toml: not valid TOML"),
         ("[jobs.a]\ncwd = '.'\n", "jobs.toml:1: jobs.a.command: required"),
-        ('[jobs.a]\ncommand = []\n', "jobs.toml:2: jobs.a.command: required"),
+        ("[jobs.a]\ncommand = []\n", "jobs.toml:2: jobs.a.command: required"),
         ('[jobs.a]\ncommand = ["ls", 1]\n', "jobs.toml:2: jobs.a.command: required"),
         ('[jobs.a]\ncommand = ["ls"]\nargs = ["-l"]\n', "jobs.toml:3: jobs.a.args: unknown field"),
         ('[jobs.a]\ncommand = ["ls"]\ntimeout_s = 0\n', "jobs.toml:3: jobs.a.timeout_s: must be"),

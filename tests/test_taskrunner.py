@@ -116,7 +116,10 @@ async def test_fields_besides_the_name_are_refused_with_400(
 async def test_unknown_names_and_bad_bodies(tmp_path: Path) -> None:
     async with task_server(tmp_path) as (server, client):
         unknown = await start(client, "rm")
-        assert (unknown.status_code, unknown.json()) == (404, {"error": "no job named 'rm' is defined"})
+        assert (unknown.status_code, unknown.json()) == (
+            404,
+            {"error": "no job named 'rm' is defined"},
+        )
         not_json = await client.post("/api/jobs", content=b"{", headers=JSON)
         assert not_json.status_code == 400
         no_name = await client.post("/api/jobs", json={}, headers=JSON)
@@ -132,7 +135,9 @@ async def test_max_running_refuses_with_409_until_one_ends(tmp_path: Path) -> No
         refused = await start(client, "sleeper")
         assert refused.status_code == 409
         assert "max_running" in refused.json()["error"]
-        assert (await client.post(f"/api/jobs/{first['id']}/cancel", headers=JSON)).status_code == 202
+        assert (
+            await client.post(f"/api/jobs/{first['id']}/cancel", headers=JSON)
+        ).status_code == 202
         assert (await read_events(server.url, first["id"])).end is not None
         assert (await start(client, "sleeper")).status_code == 201
 
