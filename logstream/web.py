@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -31,6 +31,9 @@ from logstream.config import Settings
 from logstream.joblog import Cursor, JobLog
 from logstream.metrics import Metrics
 from logstream.store import UnknownJob
+
+if TYPE_CHECKING:
+    from logstream.taskrunner import TaskRunner
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -123,7 +126,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
         jobs = await trio.to_thread.run_sync(catalog.jobs)
-        return _json({"jobs": [job.to_api() for job in jobs]})
+        return _json({"jobs": [job.to_api() for job in jobs], "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
@@ -190,6 +193,11 @@ class AppState:
         self.streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
+        #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
+        self.tasks: TaskRunner | None = None
+
+    def defined_jobs(self) -> list[dict[str, object]]:
+        return self.tasks.defined() if self.tasks else []
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
