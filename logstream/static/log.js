@@ -78,6 +78,7 @@ function finish(result) {
   view.schedule();
   setConnection("ended", "ended");
   $("follow").hidden = true;
+  $("follow-toggle").hidden = true;
 }
 
 // ---- the live stream ---------------------------------------------------------------------------
@@ -560,7 +561,7 @@ async function start() {
 }
 
 view.onRendered = () => {
-  $("log").style.setProperty("--nw", `${String(store.last || 1).length + 1}ch`);
+  $("log").style.setProperty("--nw", `${String(store.last || 1).length + 3}ch`);
 };
 
 start();
