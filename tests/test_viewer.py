@@ -493,3 +493,30 @@ def test_log_page_is_usable_at_320_px_in_both_themes(
         assert (background == "rgb(13, 17, 23)") == (scheme == "dark")
         shot(page, f"build-320-{scheme}")
         context.close()
+
+
+def test_defined_jobs_get_run_buttons_that_post_their_name(page: Page, serve: Child) -> None:
+    # Task-runner mode is served by another part of the server; its API is mocked here.
+    posted: list[Any] = []
+    job = {
+        "id": "20260101T000000000000Z-beef", "name": "build", "command": ["make"],
+        "status": "running", "exit_code": None, "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": None, "lines": 0, "url": "/jobs/20260101T000000000000Z-beef",
+    }  # fmt: skip
+
+    def api_jobs(route: Any) -> None:
+        if route.request.method == "POST":
+            posted.append(route.request.post_data_json)
+            route.fulfill(status=201, json=job)
+        else:
+            defined = [{"name": "build", "command": ["make"], "running": 0, "max_running": 1}]
+            route.fulfill(json={"jobs": [], "defined": defined})
+
+    page.route("**/api/jobs", api_jobs)
+    page.goto(serve.base + "/")
+    # The stream's snapshot replaces the list: click only after it came.
+    expect(page.locator("#jobs")).to_have_attribute("data-snapshot", "received")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator(f'.job[data-id="{job["id"]}"] .status')).to_have_text("running")
+    assert posted == [{"name": "build"}]
+    expect(page.locator(f'.job[data-id="{job["id"]}"] .cancel')).to_be_visible()

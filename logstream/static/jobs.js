@@ -184,6 +184,7 @@ function connect() {
     jobs.clear();
     for (const job of JSON.parse(event.data).jobs) jobs.set(job.id, job);
     renderJobs();
+    $("jobs").dataset.snapshot = "received";
   });
   source.addEventListener("job", (event) => {
     const job = JSON.parse(event.data);
