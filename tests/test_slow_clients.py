@@ -250,7 +250,6 @@ async def test_max_streams_holds_under_a_burst_of_concurrent_requests(settings: 
                     opened.set()
                 if first.startswith(b"retry: 1000\n"):
                     await release.wait()
-                await chunks.aclose()
 
         with trio.fail_after(DEADLINE_S):
             async with trio.open_nursery() as nursery:
