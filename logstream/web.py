@@ -45,6 +45,7 @@ STREAM_HEADERS = {
 DIGITS = re.compile(r"[0-9]+")
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 MAX_PAGE_LINES = 10_000
+BEYOND_ANY_LINE = 10**18
 
 
 class HTTPError(Exception):
@@ -334,7 +335,10 @@ def _number(value: str | None, name: str) -> int | None:
         return None
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value)
+    digits = value.lstrip("0")
+    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
+    # beyond every line there will ever be.
+    return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
 def _start_position(log: JobLog, headers: Any, args: Any) -> int:
