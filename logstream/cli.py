@@ -203,13 +203,16 @@ async def _run(
     data_dir = DataDir(settings.data_dir)
     job_id, path = data_dir.new_job_dir()
     hold_run_lock(path)
-    job = Job(id=job_id, name=name, command=command, cwd=os.getcwd(), pid=os.getpid())
+    masker = Masker.from_env(settings.masks)
+    # The command line often carries the secret too (`curl -H "token: $T"`): mask what is shown.
+    shown = [masker.mask(part) for part in command]
+    job = Job(id=job_id, name=masker.mask(name), command=shown, cwd=os.getcwd(), pid=os.getpid())
     log = LiveLog(path, job, settings.ring_lines)
     catalog = Catalog(data_dir)
     catalog.add_live(log)
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
-    runner = JobRunner(log, command, pty=pty, tee=not quiet, masker=Masker.from_env(settings.masks))
+    runner = JobRunner(log, command, pty=pty, tee=not quiet, masker=masker)
     stop_server = trio.Event()
     linger_over = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
