@@ -99,6 +99,15 @@ def server_options(function: F) -> F:
             default=None,
             help="Most event streams at once; more are told to retry later.",
         ),
+        click.option(
+            "--write-timeout",
+            "write_timeout_s",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Disconnect a client that takes no data for this long (it resumes later).",
+        ),
         click.option("--cors-origin", default=None, help="Allow this one origin (CORS)."),
         click.option(
             "--certfile",

@@ -137,13 +137,15 @@ async def create_job(
     environment (``None``: ours); ``tee`` copies the output to our stdout and stderr.
     """
     data_dir: DataDir = catalog.data_dir
+    masker = masker or Masker(())
     job_id, path = data_dir.new_job_dir()
     lock_fd = hold_run_lock(path)
     try:
         job = Job(
             id=job_id,
-            name=name,
-            command=list(command),
+            # The command line often carries the secret too (`curl -H "token: $T"`).
+            name=masker.mask(name),
+            command=[masker.mask(part) for part in command],
             cwd=str(cwd or os.getcwd()),
             pid=os.getpid(),
         )
@@ -155,7 +157,7 @@ async def create_job(
             env=env,
             pty=pty,
             tee=tee,
-            masker=masker or Masker(()),
+            masker=masker,
             grace_s=grace_s,
         )
         catalog.add_live(log)

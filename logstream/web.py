@@ -48,6 +48,7 @@ STREAM_HEADERS = {
 DIGITS = re.compile(r"[0-9]+")
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 MAX_PAGE_LINES = 10_000
+BEYOND_ANY_LINE = 10**18
 
 
 class HTTPError(Exception):
@@ -144,7 +145,10 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
             response = Response(sse.encode_retry(settings.busy_retry_ms), headers=STREAM_HEADERS)
             response.headers["Retry-After"] = str(settings.busy_retry_ms // 1000)
             return response
-        response = Response(state.stream_events(log, after), headers=STREAM_HEADERS)
+        # The slot is taken now, not when the body starts: a burst of requests must not all
+        # pass the check above before any of their streams has begun.
+        slot = StreamSlot(state)
+        response = Response(state.stream_events(log, after, slot), headers=STREAM_HEADERS)
         response.timeout = None
         return response
 
@@ -210,23 +214,27 @@ class AppState:
     async def wait_no_streams(self) -> None:
         await self.wait_streams_below(1)
 
-    async def stream_events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        self.streams += 1
-        self.metrics.streams_total += 1
+    async def stream_events(
+        self, log: JobLog, after: int, slot: StreamSlot | None = None
+    ) -> AsyncIterator[bytes]:
+        slot = slot or StreamSlot(self)
         try:
             async for data in self._events(log, after):
                 self.metrics.bytes_sent += len(data)
                 yield data
         finally:
-            self.streams -= 1
-            self._streams_changed.set()
-            self._streams_changed = trio.Event()
+            slot.release()
+
+    def _stream_ended(self) -> None:
+        self.streams -= 1
+        self._streams_changed.set()
+        self._streams_changed = trio.Event()
 
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
         cursor = Cursor(after)
         opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
         while not self.shutting_down.is_set():
-            read = await log.read_after(cursor)
+            read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
             chunk = read.chunk
             if chunk.payload:
                 prefix = b""
@@ -282,6 +290,27 @@ class AppState:
             yield b"".join(out) if out else sse.KEEPALIVE
 
 
+class StreamSlot:
+    """One of ``max_streams``: taken when a stream is answered, released when it ends.
+
+    A stream whose body never starts (the client left at once) never runs its generator's
+    ``finally``; the slot is then released when the response is dropped.
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self._state: AppState | None = state
+        state.streams += 1
+        state.metrics.streams_total += 1
+
+    def release(self) -> None:
+        if self._state is not None:
+            state, self._state = self._state, None
+            state._stream_ended()
+
+    def __del__(self) -> None:
+        self.release()
+
+
 async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
     await wait()
     nursery.cancel_scope.cancel()
@@ -314,7 +343,10 @@ def _number(value: str | None, name: str) -> int | None:
         return None
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value)
+    digits = value.lstrip("0")
+    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
+    # beyond every line there will ever be.
+    return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
 def _start_position(log: JobLog, headers: Any, args: Any) -> int:
