@@ -168,6 +168,7 @@ class JobRunner:
                 if not chunk:
                     break
                 self.log.append(self.masker.apply(splitter.feed(chunk)), stderr=stderr)
+                await self.log.wait_writable()
                 if self.tee:
                     await trio.to_thread.run_sync(_write_all, fd, chunk)
         finally:
