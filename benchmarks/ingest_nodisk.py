@@ -34,7 +34,7 @@ class NullWriter(LogWriter):
     def __init__(self) -> None:
         pass
 
-    def write(self, blocks: list[Block]) -> None:
+    def write(self, blocks: list[Block], sync: bool = False) -> None:
         pass
 
     def close(self, end_record: bytes) -> None:

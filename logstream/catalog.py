@@ -23,6 +23,10 @@ class Catalog:
         self._live[log.job.id] = log
         self.notify()
 
+    def retire(self, job_id: str) -> None:
+        """The job ended and its end is on disk: serve it from the data directory from now on."""
+        self._live.pop(job_id, None)
+
     def live_logs(self) -> list[LiveLog]:
         return list(self._live.values())
 

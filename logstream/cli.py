@@ -5,10 +5,12 @@ Each command parses its options into a ``Settings`` and makes one ``trio.run`` c
 
 from __future__ import annotations
 
+import functools
 import gc as python_gc  # the module; `gc` below is the command
 import os
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,14 +19,16 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from logstream import tail as tail_module
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
-from logstream.joblog import LiveLog
+from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
+from logstream.launch import JobSupervisor, create_job
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import JobRunner
-from logstream.server import PortInUse, format_url, serve_http
-from logstream.store import DataDir, Job, default_data_dir, hold_run_lock
+from logstream.server import PortInUse, bind_socket, format_url, serve_http
+from logstream.store import DataDir, default_data_dir
+from logstream.taskrunner import TaskRunner, add_task_routes
 from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,6 +99,15 @@ def server_options(function: F) -> F:
             type=click.IntRange(min=1),
             default=None,
             help="Most event streams at once; more are told to retry later.",
+        ),
+        click.option(
+            "--write-timeout",
+            "write_timeout_s",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Disconnect a client that takes no data for this long (it resumes later).",
         ),
         click.option("--cors-origin", default=None, help="Allow this one origin (CORS)."),
         click.option(
@@ -190,27 +203,26 @@ async def _run(
     quiet: bool,
     linger_s: float | None,
 ) -> int:
-    data_dir = DataDir(settings.data_dir)
-    job_id, path = data_dir.new_job_dir()
-    hold_run_lock(path)
-    job = Job(id=job_id, name=name, command=command, cwd=os.getcwd(), pid=os.getpid())
-    log = LiveLog(path, job, settings.ring_lines)
-    catalog = Catalog(data_dir)
-    catalog.add_live(log)
+    sock = _bind(settings)
+    catalog = Catalog(DataDir(settings.data_dir))
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
-    runner = JobRunner(log, command, pty=pty, tee=not quiet, masker=Masker.from_env(settings.masks))
     stop_server = trio.Event()
     linger_over = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            try:
-                host, port = await nursery.start(serve_http, app, settings, stop_server)
-            except PortInUse as error:
-                raise UsageError(
-                    f"{error.strerror}; choose another --port (0: any free port)"
-                ) from None
-            await nursery.start(log.run_writer)
+            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
+            job = await create_job(
+                nursery,
+                catalog,
+                command,
+                name=name,
+                pty=pty,
+                tee=not quiet,
+                masker=Masker.from_env(settings.masks),
+                ring_lines=settings.ring_lines,
+            )
+            job_id = job.id
             freeze_startup_heap()
             say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
 
@@ -219,15 +231,13 @@ async def _run(
             async def forward_signals() -> None:
                 with forwarding:
                     async for signum in signals:
-                        if log.job.ended:
+                        if job.job.ended:
                             linger_over.set()
                         else:
-                            runner.stop(signum)
+                            job.cancel(signum)
 
             nursery.start_soon(forward_signals)
-            result = await runner.run()
-            catalog.notify()
-            await log.wait_closed()
+            result = await job.run()
             if linger_s is not None:
                 with trio.move_on_after(linger_s):
                     await linger_over.wait()
@@ -250,6 +260,14 @@ def freeze_startup_heap() -> None:
     """
     python_gc.collect()
     python_gc.freeze()
+
+
+def _bind(settings: Settings) -> socket.socket:
+    """Bind before anything else happens: a taken port must not leave a job behind."""
+    try:
+        return bind_socket(settings.host, settings.port)
+    except PortInUse as error:
+        raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
 def _stop_serving(
@@ -291,26 +309,29 @@ def serve(
     show up live. With --jobs, the jobs defined in that file can be started from the API.
     """
     settings = make_settings(options)
-    return trio.run(_serve, settings, jobs_file, keep_days, keep_jobs)
+    try:
+        jobs = load_jobs_file(jobs_file) if jobs_file else None
+    except JobsFileError as error:
+        raise UsageError(str(error)) from None
+    return trio.run(_serve, settings, jobs, keep_days, keep_jobs)
 
 
 async def _serve(
-    settings: Settings, jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None
+    settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
+    sock = _bind(settings)
     data_dir = DataDir(settings.data_dir)
     data_dir.create()
     catalog = Catalog(data_dir)
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
+    supervisor = JobSupervisor(catalog)
+    add_task_routes(app, TaskRunner(supervisor, settings, jobs))
     stop_server = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            try:
-                host, port = await nursery.start(serve_http, app, settings, stop_server)
-            except PortInUse as error:
-                raise UsageError(
-                    f"{error.strerror}; choose another --port (0: any free port)"
-                ) from None
+            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
+            await nursery.start(supervisor.run)
             freeze_startup_heap()
             say(f"serving at {format_url(settings.scheme, host, port)}/")
             if keep_days is not None or keep_jobs is not None:
@@ -318,6 +339,9 @@ async def _serve(
             async for _signum in signals:
                 break
             say("shutting down")
+            # Running jobs are cancelled and their logs finished before the server stops.
+            supervisor.close()
+            await supervisor.wait_closed()
             _stop_serving(nursery, state, stop_server, settings)
     return 0
 
@@ -328,6 +352,84 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)
+
+
+@cli.command("tail")
+@click.argument("url")
+@click.option(
+    "--from",
+    "after",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Start after line N (resume where you left off).",
+)
+@click.option(
+    "--tail",
+    "tail_lines",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Start with the last N lines.",
+)
+@click.option("--no-follow", is_flag=True, help="Print the lines the job has now and exit.")
+@click.option(
+    "--token",
+    envvar="LOGSTREAM_TOKEN",
+    default=None,
+    help="The server's token (sent as a Bearer header).",
+)
+@click.option(
+    "--reconnect-for",
+    type=click.FloatRange(min=0),
+    default=tail_module.DEFAULT_RECONNECT_FOR_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up after the server is unreachable this long (0: never).",
+)
+def tail_command(
+    url: str,
+    after: int | None,
+    tail_lines: int | None,
+    no_follow: bool,
+    token: str | None,
+    reconnect_for: float,
+) -> int:
+    """Follow a job's log: stdout lines to stdout, stderr lines to stderr.
+
+    \b
+    Examples:
+      logstream tail http://127.0.0.1:8765/jobs/ID
+      logstream tail --tail 100 --no-follow http://ci.example:8765/jobs/ID
+
+    Reconnects after a dropped connection and resumes at exactly the next line. Exits with
+    the job's exit status when it ends: 0 when it succeeded, its exit code when it failed or
+    was cancelled (130 without one), 75 when its runner died (interrupted). With --no-follow
+    a job still running exits 0. Errors: 2 bad URL, 66 no such job, 77 token missing or
+    wrong, 69 server unreachable for too long.
+    """
+    if after is not None and tail_lines is not None:
+        raise UsageError("tail: give --from or --tail, not both")
+    try:
+        return trio.run(
+            functools.partial(
+                tail_module.tail,
+                url,
+                stdout=sys.stdout.buffer,
+                stderr=sys.stderr.buffer,
+                after=after,
+                tail_lines=tail_lines,
+                follow=not no_follow,
+                token=token,
+                reconnect_for_s=reconnect_for,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Our reader went away (`logstream tail URL | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 @cli.command()

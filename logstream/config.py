@@ -29,6 +29,12 @@ class Settings:
     retry_ms: int = 1000
     #: ``retry:`` sent to a stream refused because ``max_streams`` are open.
     busy_retry_ms: int = 10_000
+    #: A client whose connection takes no data for this long is disconnected (it resumes
+    #: later from disk); also the TCP user timeout that finds vanished peers.
+    write_timeout_s: float = 30.0
+    #: Most bytes an event stream sends in one write (at least one block of the ring). A stuck
+    #: client holds one such write, and a client is stuck when one write takes write_timeout_s.
+    stream_chunk_bytes: int = 128 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
     extra: dict[str, str] = field(default_factory=dict)

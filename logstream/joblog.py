@@ -33,6 +33,8 @@ from logstream.store import Job, LogReader, LogWriter
 
 FLUSH_INTERVAL_S = 0.2
 FLUSH_BYTES = 8 << 20
+MAX_PENDING_BYTES = 32 << 20  # beyond this the runner stops reading until the disk catches up
+SYNC_INTERVAL_S = 5.0  # fsync of a running job's log: bounds what a power loss can take
 POLL_INTERVAL_S = 0.1
 TIME_MARK_EVERY_MS = 1000
 
@@ -70,8 +72,15 @@ class JobLog(Protocol):
 class LiveLog:
     """The log of a job this process runs."""
 
-    def __init__(self, path: Path, job: Job, ring_lines: int = DEFAULT_RING_LINES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        job: Job,
+        ring_lines: int = DEFAULT_RING_LINES,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+    ) -> None:
         self.path = path
+        self.max_pending_bytes = max_pending_bytes
         self._job = job
         self.ring = Ring(max_lines=ring_lines)
         self._writer = LogWriter(path)
@@ -121,6 +130,17 @@ class LiveLog:
         self._queued.set()
         self._changed.set()
 
+    async def wait_writable(self) -> None:
+        """Wait while the disk is far behind: the command's only backpressure.
+
+        Viewers never slow the command, but a disk slower than the command would otherwise make
+        the queue of unwritten blocks (which the ring may not evict) grow without bound. Past
+        ``max_pending_bytes`` the runner stops reading, the pipe fills and the command waits,
+        just as it would writing to that disk itself.
+        """
+        while self._pending_bytes > self.max_pending_bytes and not self._closed.is_set():
+            await self._persisted.wait()
+
     async def wait_persisted(self, seq: int) -> None:
         """Wait until lines up to ``seq`` are written to the log file."""
         while self.ring.persisted_through < seq:
@@ -136,6 +156,7 @@ class LiveLog:
         """Append queued blocks to disk until the job ends, then record the end."""
         await trio.to_thread.run_sync(store.write_job, self.path, self._job)
         task_status.started()
+        next_sync = trio.current_time() + SYNC_INTERVAL_S
         while True:
             await self._queued.wait()
             if not self._ended and self._pending_bytes < FLUSH_BYTES:
@@ -146,9 +167,12 @@ class LiveLog:
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
             if blocks:
+                sync = trio.current_time() >= next_sync
+                if sync:
+                    next_sync = trio.current_time() + SYNC_INTERVAL_S
                 # Shielded: a block taken from the queue must reach the disk.
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._writer.write, blocks)
+                    await trio.to_thread.run_sync(self._writer.write, blocks, sync)
                 self.ring.mark_persisted(blocks[-1].last)
                 self._persisted.set()
                 self._persisted = trio.Event()
@@ -159,6 +183,7 @@ class LiveLog:
             await trio.to_thread.run_sync(self._writer.close, end)
             await trio.to_thread.run_sync(store.write_job, self.path, self._job)
         self._closed.set()
+        self._persisted.set()  # nobody waits for a writer that is gone
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)

@@ -27,6 +27,12 @@ class Masker:
     def __bool__(self) -> bool:
         return bool(self._values)
 
+    def mask(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``***`` (for names and arguments)."""
+        for value in self._values:
+            text = text.replace(value, MASK)
+        return text
+
     def apply(self, lines: list[str]) -> list[str]:
         """The lines with every secret value replaced by ``***``."""
         if not self._values:

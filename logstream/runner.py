@@ -61,6 +61,8 @@ class JobRunner:
     masker: Masker = field(default_factory=lambda: Masker(()))
     line_limit: int = DEFAULT_LINE_LIMIT
     grace_s: float = GRACE_S
+    #: A ``logstream: `` line to append to the log's stderr right before the end (a timeout).
+    end_notice: str | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
     _signal: int = signal.SIGTERM
     _pgid: int | None = None
@@ -105,6 +107,8 @@ class JobRunner:
             await stream.aclose()
         exit_code = 128 - returncode if returncode < 0 else returncode
         status = "cancelled" if self._stop.is_set() else "succeeded" if exit_code == 0 else "failed"
+        if self.end_notice:
+            self._append_notice(self.end_notice)
         self.log.finish(status, exit_code)
         return JobResult(status, exit_code)
 
@@ -164,6 +168,7 @@ class JobRunner:
                 if not chunk:
                     break
                 self.log.append(self.masker.apply(splitter.feed(chunk)), stderr=stderr)
+                await self.log.wait_writable()
                 if self.tee:
                     await trio.to_thread.run_sync(_write_all, fd, chunk)
         finally:

@@ -27,6 +27,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from logstream.config import DEFAULT_PORT, Settings
+from logstream.cors import Cors
+from logstream.transport import WriteDeadline, tune_listener
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,12 +72,19 @@ async def serve_http(
     app: ASGIApp,
     settings: Settings,
     stop: trio.Event,
+    sock: socket.socket | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set; report the bound ``(host, port)`` when listening."""
-    sock = bind_socket(settings.host, settings.port)
+    """Serve ``app`` until ``stop`` is set; report the bound ``(host, port)`` when listening.
+
+    ``sock``: a socket from ``bind_socket``, for callers that must know the port is theirs
+    before they do anything else; by default one is bound here.
+    """
+    if sock is None:
+        sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
+    tune_listener(sock, settings.write_timeout_s)
     config = HypercornConfig()
     config.bind = [f"fd://{sock.detach()}"]
     config.errorlog = None
@@ -87,14 +96,19 @@ async def serve_http(
     if settings.certfile:
         config.certfile = str(settings.certfile)
         config.keyfile = str(settings.keyfile) if settings.keyfile else None
-    guarded = Guard(app, settings.token)
+    # Outermost: the deadline measures hypercorn's own writes; CORS answers before the token.
+    guarded = WriteDeadline(
+        Cors(Guard(app, settings.token), settings.cors_origin), settings.write_timeout_s, stop
+    )
 
     async def started(
         *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await serve(guarded, config, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()  # every connection is closed: stop the watchdog
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(guarded.run_watchdog)
         await nursery.start(started)
         task_status.started((host, port))
 

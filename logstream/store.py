@@ -212,7 +212,8 @@ class LogWriter:
         self._size = os.fstat(self._log).st_size
         self._indexed_at = -logformat.INDEX_EVERY_BYTES
 
-    def write(self, blocks: list[Block]) -> None:
+    def write(self, blocks: list[Block], sync: bool = False) -> None:
+        """Append ``blocks``; with ``sync``, also fsync them (power-loss safety)."""
         entries: list[bytes] = []
         offset = self._size
         for block in blocks:
@@ -227,6 +228,8 @@ class LogWriter:
         self._size = offset
         if entries:
             _write_all(self._index, b"".join(entries))
+        if sync:
+            os.fsync(self._log)
 
     def close(self, end_record: bytes) -> None:
         """Append the end record, make everything durable, and close."""
@@ -235,9 +238,6 @@ class LogWriter:
         os.fsync(self._index)
         os.close(self._log)
         os.close(self._index)
-
-    def sync(self) -> None:
-        os.fsync(self._log)
 
 
 def _read_records(file: BinaryIO, offset: int, max_bytes: int) -> bytes:

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -31,6 +31,9 @@ from logstream.config import Settings
 from logstream.joblog import Cursor, JobLog
 from logstream.metrics import Metrics
 from logstream.store import UnknownJob
+
+if TYPE_CHECKING:
+    from logstream.taskrunner import TaskRunner
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -45,10 +48,7 @@ STREAM_HEADERS = {
 DIGITS = re.compile(r"[0-9]+")
 ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 MAX_PAGE_LINES = 10_000
-#: Most bytes an event stream sends in one write. Big enough that a write's fixed cost
-#: (~50 us through hypercorn) is noise next to copying it, small enough that 1,000 streams
-#: catching up at once hold ~256 MiB less than with 1 MiB writes (docs/benchmarks.md).
-STREAM_WRITE_BYTES = 256 * 1024
+BEYOND_ANY_LINE = 10**18
 
 
 class HTTPError(Exception):
@@ -127,7 +127,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
         jobs = await trio.to_thread.run_sync(catalog.jobs)
-        return _json({"jobs": [job.to_api() for job in jobs]})
+        return _json({"jobs": [job.to_api() for job in jobs], "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
@@ -145,7 +145,10 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
             response = Response(sse.encode_retry(settings.busy_retry_ms), headers=STREAM_HEADERS)
             response.headers["Retry-After"] = str(settings.busy_retry_ms // 1000)
             return response
-        response = Response(state.stream_events(log, after), headers=STREAM_HEADERS)
+        # The slot is taken now, not when the body starts: a burst of requests must not all
+        # pass the check above before any of their streams has begun.
+        slot = StreamSlot(state)
+        response = Response(state.stream_events(log, after, slot), headers=STREAM_HEADERS)
         response.timeout = None
         return response
 
@@ -196,6 +199,11 @@ class AppState:
         self._streams_changed = trio.Event()
         #: The keep-alive scopes of event streams waiting for lines.
         self._waiting: set[trio.CancelScope] = set()
+        #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
+        self.tasks: TaskRunner | None = None
+
+    def defined_jobs(self) -> list[dict[str, object]]:
+        return self.tasks.defined() if self.tasks else []
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
@@ -210,23 +218,27 @@ class AppState:
     async def wait_no_streams(self) -> None:
         await self.wait_streams_below(1)
 
-    async def stream_events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        self.streams += 1
-        self.metrics.streams_total += 1
+    async def stream_events(
+        self, log: JobLog, after: int, slot: StreamSlot | None = None
+    ) -> AsyncIterator[bytes]:
+        slot = slot or StreamSlot(self)
         try:
             async for data in self._events(log, after):
                 self.metrics.bytes_sent += len(data)
                 yield data
         finally:
-            self.streams -= 1
-            self._streams_changed.set()
-            self._streams_changed = trio.Event()
+            slot.release()
+
+    def _stream_ended(self) -> None:
+        self.streams -= 1
+        self._streams_changed.set()
+        self._streams_changed = trio.Event()
 
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
         cursor = Cursor(after)
         opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
         while not self.shutting_down.is_set():
-            read = await log.read_after(cursor, STREAM_WRITE_BYTES)
+            read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
             chunk = read.chunk
             if chunk.payload:
                 prefix = b""
@@ -285,6 +297,27 @@ class AppState:
             yield b"".join(out) if out else sse.KEEPALIVE
 
 
+class StreamSlot:
+    """One of ``max_streams``: taken when a stream is answered, released when it ends.
+
+    A stream whose body never starts (the client left at once) never runs its generator's
+    ``finally``; the slot is then released when the response is dropped.
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self._state: AppState | None = state
+        state.streams += 1
+        state.metrics.streams_total += 1
+
+    def release(self) -> None:
+        if self._state is not None:
+            state, self._state = self._state, None
+            state._stream_ended()
+
+    def __del__(self) -> None:
+        self.release()
+
+
 async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
     await wait()
     nursery.cancel_scope.cancel()
@@ -317,7 +350,10 @@ def _number(value: str | None, name: str) -> int | None:
         return None
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value)
+    digits = value.lstrip("0")
+    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
+    # beyond every line there will ever be.
+    return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
 def _start_position(log: JobLog, headers: Any, args: Any) -> int:

@@ -17,8 +17,10 @@ def main() -> None:
     out.write(b"windows line ending\r\n")
     out.write(b"progress 10%\rprogress 50%\rprogress 100%\n")
     out.write(b"<img src=x onerror=alert(1)> <script>alert('xss')</script> &amp; &lt;\n")
-    out.write(b"\x1b[1;31mbold red\x1b[0m \x1b[38;5;208m256 orange\x1b[0m ")
-    out.write(b"\x1b[38;2;0;128;255m24-bit\x1b[0m\n")
+    out.write(
+        b"\x1b[1;31mbold red\x1b[0m \x1b[38;5;208m256 orange\x1b[0m "
+        b"\x1b[38;2;0;128;255m24-bit\x1b[0m\n"
+    )
     out.write(b"\x1b]0;window title\x07cursor moves \x1b[2K\x1b[1Gerased\n")
     out.write(b"tab\tseparated\tcolumns\n")
     out.write("unicode line breaks stay: \x0b \x0c \x85 \u2028 \u2029 end\n".encode())

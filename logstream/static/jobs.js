@@ -1,0 +1,228 @@
+// jobs.js — the job list page (/): every job, newest first, kept up to date over ONE event
+// stream (/api/events) however many jobs run: browsers allow only six HTTP/1.1 connections per
+// origin, so one stream per job would starve the page. With a jobs file (task-runner mode) it
+// also offers a Run button per defined job and Cancel on running jobs.
+
+import { ago, backoff, commandText, el, getJson, hideToken, jobDuration, statusText } from "./common.js";
+
+hideToken();
+
+const $ = (id) => document.getElementById(id);
+/** @type {Map<string, object>} */
+const jobs = new Map();
+/** @type {Map<string, HTMLElement>} */
+const rows = new Map();
+let defined = [];
+
+// ---- rendering ---------------------------------------------------------------------------------
+
+function sortedJobs() {
+  // Newest first: by start time, then by ID (IDs begin with a UTC timestamp).
+  return [...jobs.values()].sort(
+    (a, b) => (b.started_at || "").localeCompare(a.started_at || "") || b.id.localeCompare(a.id),
+  );
+}
+
+function renderJobs() {
+  const list = $("jobs");
+  const ordered = sortedJobs();
+  for (const [id, row] of rows) {
+    if (!jobs.has(id)) {
+      row.remove();
+      rows.delete(id);
+    }
+  }
+  let previous = null;
+  for (const job of ordered) {
+    let row = rows.get(job.id);
+    if (!row) {
+      row = buildRow(job);
+      rows.set(job.id, row);
+    }
+    fillRow(row, job);
+    const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
+    if (wanted !== row) (previous ? previous.after(row) : list.prepend(row));
+    previous = row;
+  }
+  $("no-jobs").hidden = ordered.length > 0;
+}
+
+function buildRow(job) {
+  const row = el("li", "job");
+  row.dataset.id = job.id;
+  const link = el("a", "job-name");
+  link.href = job.url || `/jobs/${encodeURIComponent(job.id)}`;
+  row.append(
+    el("span", "status"),
+    link,
+    el("code", "command"),
+    el("span", "started"),
+    el("span", "duration"),
+    el("span", "exit"),
+    el("span", "actions"),
+  );
+  return row;
+}
+
+function fillRow(row, job) {
+  const status = row.querySelector(".status");
+  status.className = `status st-${job.status}`;
+  status.textContent = job.status;
+  row.querySelector(".job-name").textContent = job.name || job.id;
+  row.querySelector(".job-name").title = job.id;
+  const command = row.querySelector(".command");
+  command.textContent = commandText(job.command);
+  command.title = commandText(job.command);
+  const started = row.querySelector(".started");
+  started.textContent = ago(job.started_at);
+  started.title = job.started_at ? new Date(job.started_at).toLocaleString() : "";
+  row.querySelector(".duration").textContent = jobDuration(job);
+  row.querySelector(".exit").textContent = job.exit_code == null ? "" : `exit ${job.exit_code}`;
+  row.querySelector(".exit").title = statusText(job);
+  const actions = row.querySelector(".actions");
+  const cancel = actions.querySelector("button");
+  if (job.status === "running" && defined.length && !cancel) {
+    const button = el("button", "cancel", "Cancel");
+    button.type = "button";
+    button.addEventListener("click", () => cancelJob(job.id, button));
+    actions.append(button);
+  } else if (job.status !== "running" && cancel) {
+    cancel.remove();
+  }
+}
+
+function renderDefined() {
+  $("defined").hidden = defined.length === 0;
+  const list = $("defined-list");
+  list.replaceChildren();
+  for (const spec of defined) {
+    const item = el("li", "defined-job");
+    const running = spec.running ?? 0;
+    const limit = spec.max_running == null ? "" : ` / ${spec.max_running}`;
+    const button = el("button", "run", "Run");
+    button.type = "button";
+    button.title = `Run ${spec.name}`;
+    button.disabled = spec.max_running != null && running >= spec.max_running;
+    button.addEventListener("click", () => runJob(spec.name, button));
+    item.append(
+      button,
+      el("span", "job-name", spec.name),
+      el("code", "command", commandText(spec.command)),
+      el("span", "running", running ? `${running}${limit} running` : ""),
+    );
+    list.append(item);
+  }
+}
+
+function say(text, isError = false) {
+  const message = $("message");
+  message.textContent = text;
+  message.classList.toggle("error", isError);
+  message.hidden = !text;
+}
+
+// ---- actions (task-runner mode) ----------------------------------------------------------------
+
+async function runJob(name, button) {
+  button.disabled = true;
+  try {
+    const job = await getJson("/api/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
+    jobs.set(job.id, job);
+    renderJobs();
+    say(`Started ${name}.`);
+    rows.get(job.id)?.classList.add("new");
+  } catch (error) {
+    say(`Could not start ${name}: ${error.message}`, true);
+  } finally {
+    button.disabled = false;
+    refreshDefined();
+  }
+}
+
+async function cancelJob(id, button) {
+  button.disabled = true;
+  try {
+    await getJson(`/api/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+    say("Cancelling…");
+  } catch (error) {
+    say(`Could not cancel: ${error.message}`, true);
+    button.disabled = false;
+  }
+}
+
+let refreshTimer = 0;
+/** Refetch the defined jobs' running counts, at most every half second. */
+function refreshDefined() {
+  if (!defined.length || refreshTimer) return;
+  refreshTimer = setTimeout(async () => {
+    refreshTimer = 0;
+    try {
+      defined = (await getJson("/api/jobs")).defined ?? [];
+      renderDefined();
+    } catch {
+      // the stream's reconnect will try again
+    }
+  }, 500);
+}
+
+// ---- the job-list stream -----------------------------------------------------------------------
+
+let attempt = 0;
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.onopen = () => {
+    attempt = 0;
+    $("conn").dataset.state = "live";
+    $("conn").textContent = "live";
+  };
+  source.addEventListener("jobs", (event) => {
+    jobs.clear();
+    for (const job of JSON.parse(event.data).jobs) jobs.set(job.id, job);
+    renderJobs();
+    $("jobs").dataset.snapshot = "received";
+  });
+  source.addEventListener("job", (event) => {
+    const job = JSON.parse(event.data);
+    const before = jobs.get(job.id);
+    jobs.set(job.id, job);
+    renderJobs();
+    if (!before || before.status !== job.status) refreshDefined();
+  });
+  source.onerror = () => {
+    $("conn").dataset.state = "reconnecting";
+    $("conn").textContent = "reconnecting…";
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(connect, backoff(attempt++));
+    }
+  };
+}
+
+async function start() {
+  try {
+    const listing = await getJson("/api/jobs");
+    defined = listing.defined ?? [];
+    for (const job of listing.jobs) jobs.set(job.id, job);
+    renderDefined();
+    renderJobs();
+  } catch (error) {
+    say(`Could not load jobs: ${error.message}`, true);
+  }
+  connect();
+  // Durations of running jobs and "n min ago" move on by themselves.
+  setInterval(() => {
+    for (const job of jobs.values()) {
+      const row = rows.get(job.id);
+      if (row) {
+        row.querySelector(".duration").textContent = jobDuration(job);
+        row.querySelector(".started").textContent = ago(job.started_at);
+      }
+    }
+  }, 1000);
+}
+
+start();

@@ -1,0 +1,400 @@
+"""``logstream tail URL``: follow one job's log in a terminal (contract §6).
+
+Theory of operation
+-------------------
+The client reads ``GET /api/jobs/<ID>/events`` with httpx and httpx-sse. It owns one number, the
+last line it has printed (``last``); a line event whose ID is not above it is never printed
+again, and every reconnect sends ``Last-Event-ID: last``, so after a dropped connection the
+server continues with the next line: nothing lost, nothing repeated. Before the first line,
+``--from N`` is sent the same way and ``--tail N`` as ``?tail=N``.
+
+A dropped connection, a refused connection or a 5xx answer is an outage: the client waits at
+least the server's ``retry:`` delay, doubling it while attempts keep failing (at most
+``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server. The
+read timeout is well above the server's 15 s keep-alive, so an idle job is never mistaken for
+a dead connection, but a silently broken one is noticed.
+
+stdout lines go to stdout and stderr lines to stderr, each ending with ``\\n`` (a ``\\n`` in the
+data of an event is a ``\\r`` of the line: ``sse.line_text``). Output is buffered and flushed
+when the stream switches, at least every ``FLUSH_INTERVAL_S``, and at the end, so a firehose
+costs few writes and the interleaving of stdout and stderr on a terminal is kept. logstream's
+own messages are whole lines on stderr starting ``logstream: ``.
+
+Exit status (documented in docs/tail.md): see ``exit_status`` and the ``EXIT_*`` constants.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import httpx
+import trio
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from logstream import sse
+
+#: The job was cancelled without a non-zero exit code of its own (as after Ctrl-C).
+EXIT_CANCELLED = 130
+#: The job's runner died without recording an end (status ``interrupted``): no exit code.
+EXIT_INTERRUPTED = 75
+#: Bad usage: a URL that names no job, bad options, or a request the server refused (400).
+EXIT_USAGE = 2
+#: The server answered 404: no such job.
+EXIT_NO_SUCH_JOB = 66
+#: The server gave up on us, or we on it: unreachable for too long, or an unexpected answer.
+EXIT_UNAVAILABLE = 69
+#: The server answered 401: a token is required, or the one given is wrong.
+EXIT_UNAUTHORIZED = 77
+
+CONNECT_TIMEOUT_S = 10.0
+#: Above the server's keep-alive interval (15 s), so an idle stream is not cut.
+READ_TIMEOUT_S = 45.0
+DEFAULT_RECONNECT_FOR_S = 600.0
+MAX_BACKOFF_S = 30.0
+#: A connection that stayed open this long was healthy: the backoff starts over.
+HEALTHY_S = 10.0
+FLUSH_INTERVAL_S = 0.05
+JOB_PATH = re.compile(r"^(?P<prefix>.*?)/(?:api/)?jobs/(?P<id>[A-Za-z0-9_-]{1,64})(?:/events)?/?$")
+LINE_EVENTS = frozenset({"", "message", "stderr"})
+
+
+class TailError(Exception):
+    """``tail`` cannot go on: a message for stderr and the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a job's API lives, from a page URL (``/jobs/<ID>``) or an API URL."""
+
+    base: str
+    job_id: str
+    token: str | None = None
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.base}/api/jobs/{self.job_id}/events"
+
+    @property
+    def job_url(self) -> str:
+        return f"{self.base}/api/jobs/{self.job_id}"
+
+
+def parse_target(url: str) -> Target:
+    """The job a URL names: ``http://HOST:PORT/jobs/ID``, ``.../api/jobs/ID[/events]``.
+
+    A ``token`` query parameter (as in a shared viewer link) is taken as the token.
+    """
+    parts = urlsplit(url.strip())
+    match = JOB_PATH.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
+        raise TailError(
+            f"not a job URL: {url!r}; expected http://HOST:PORT/jobs/ID (as `logstream run` "
+            "prints it)",
+            EXIT_USAGE,
+        )
+    token = parse_qs(parts.query).get("token", [None])[0]
+    base = urlunsplit((parts.scheme, parts.netloc, match["prefix"], "", ""))
+    return Target(base, match["id"], token)
+
+
+def exit_status(status: str, exit_code: int | None) -> int:
+    """``tail``'s exit status for a job that ended with ``status`` and ``exit_code``.
+
+    succeeded: 0; failed: its exit code (1 if it has none); cancelled: its exit code when
+    non-zero (143 after SIGTERM), else ``EXIT_CANCELLED``; interrupted: ``EXIT_INTERRUPTED``.
+    """
+    code = exit_code if exit_code is not None and 0 < exit_code < 256 else None
+    if status == "succeeded":
+        return 0
+    if status == "cancelled":
+        return code or EXIT_CANCELLED
+    if status == "interrupted":
+        return EXIT_INTERRUPTED
+    return code or 1
+
+
+class Output:
+    """stdout and stderr of the terminal, buffered, flushed in order (see the module doc)."""
+
+    def __init__(self, stdout: BinaryIO, stderr: BinaryIO) -> None:
+        self._files = (stdout, stderr)
+        self._pending: list[bytes] = []
+        self._pending_fd = 0
+
+    def line(self, text: str, *, stderr: bool = False) -> None:
+        fd = int(stderr)
+        if fd != self._pending_fd:
+            self.flush()
+            self._pending_fd = fd
+        self._pending.append(text.encode("utf-8", "surrogateescape") + b"\n")
+
+    def notice(self, message: str) -> None:
+        """One whole ``logstream: `` line on stderr, in order with the job's lines."""
+        self.line(f"logstream: {message}", stderr=True)
+        self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            file = self._files[self._pending_fd]
+            file.write(b"".join(self._pending))
+            self._pending.clear()
+            file.flush()
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await trio.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+
+@dataclass
+class _Ended:
+    status: str
+    exit_code: int | None
+
+
+class _Dropped(Exception):
+    """The stream ended before the job's end: reconnect."""
+
+
+@dataclass
+class Tail:
+    """Follows one job; ``await Tail(...).run()`` returns the exit status."""
+
+    target: Target
+    output: Output
+    after: int | None = None
+    tail_lines: int | None = None
+    follow: bool = True
+    token: str | None = None
+    reconnect_for_s: float = DEFAULT_RECONNECT_FOR_S
+    #: The last line printed (``None``: none yet).
+    last: int | None = None
+    retry_ms: int = sse.RETRY_MS
+    clock: Callable[[], float] = trio.current_time
+    _connected: bool = field(default=False, init=False)
+    _progressed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.last = self.after
+
+    async def run(self) -> int:
+        """Print the job's lines until it ends (or, without follow, up to now); exit status.
+
+        Raises ``TailError`` when it cannot go on.
+        """
+        token = self.token or self.target.token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
+        outcome: int | TailError = EXIT_UNAVAILABLE
+        async with (
+            httpx.AsyncClient(headers=headers, timeout=timeout) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self.output.flush_periodically)
+            try:
+                outcome = await self._run(client)
+            except TailError as error:
+                outcome = error  # raised outside the nursery: not wrapped in a group
+            finally:
+                nursery.cancel_scope.cancel()
+                self.output.flush()
+        if isinstance(outcome, TailError):
+            raise outcome
+        return outcome
+
+    async def _run(self, client: httpx.AsyncClient) -> int:
+        stop_at: int | None = None
+        if not self.follow:
+            job = await self._job(client)
+            # A job that ended: its stream ends with the end event. A running one: print
+            # the lines it has now.
+            if job["status"] == "running":
+                stop_at = _int_or_none(job["lines"]) or 0
+                if self.last is not None:
+                    start = self.last
+                elif self.tail_lines is not None:
+                    start = max(0, stop_at - self.tail_lines)
+                else:
+                    start = 0
+                if start >= stop_at:
+                    return 0
+        failures = 0
+        reachable_at = self.clock()
+        outage: str | None = None
+        while True:
+            connected_at = self.clock()
+            try:
+                ended = await self._stream(client, stop_at)
+                if ended is None:
+                    return 0  # --no-follow: printed everything that existed
+                self.output.flush()
+                return exit_status(ended.status, ended.exit_code)
+            except (_Dropped, httpx.TransportError) as error:
+                reason = _describe(error)
+            now = self.clock()
+            if self._connected:
+                reachable_at = now
+                if outage is None:
+                    self.output.notice(f"connection lost ({reason}); reconnecting")
+                    outage = reason
+            elif outage is None:
+                self.output.notice(f"cannot reach {self.target.base} ({reason}); retrying")
+                outage = reason
+            if self._progressed or now - connected_at >= HEALTHY_S:
+                failures = 0
+            if now - reachable_at >= self.reconnect_for_s > 0:
+                raise TailError(
+                    f"giving up: {self.target.base} unreachable for "
+                    f"{self.reconnect_for_s:g} s ({reason})",
+                    EXIT_UNAVAILABLE,
+                )
+            await trio.sleep(self._backoff(failures))
+            failures += 1
+
+    def _backoff(self, failures: int) -> float:
+        base = self.retry_ms / 1000
+        delay = min(max(base, base * 2.0**failures), max(MAX_BACKOFF_S, base))
+        jitter: float = random.uniform(1.0, 1.1)  # spreads clients that lost the same server
+        return delay * jitter
+
+    async def _stream(self, client: httpx.AsyncClient, stop_at: int | None) -> _Ended | None:
+        """One connection: print lines until the end (returned), ``stop_at``, or a drop."""
+        self._connected = False
+        self._progressed = False
+        headers: dict[str, str] = {}
+        params: dict[str, str] = {}
+        if self.last is not None:
+            headers["Last-Event-ID"] = str(self.last)
+        elif self.tail_lines is not None:
+            params["tail"] = str(self.tail_lines)
+        async with aconnect_sse(
+            client, "GET", self.target.events_url, headers=headers, params=params
+        ) as source:
+            response = source.response
+            if response.status_code == 204:
+                # Resumed at the end of a finished job: its end is in the job's metadata.
+                self._connected = True
+                job = await self._job(client)
+                return _Ended(str(job["status"]), _int_or_none(job["exit_code"]))
+            await self._check(response)
+            self._connected = True
+            async for event in source.aiter_sse():
+                ended = self._handle(event)
+                if ended is not None:
+                    return ended
+                if stop_at is not None and (self.last or 0) >= stop_at:
+                    return None
+        raise _Dropped("the server closed the stream")
+
+    def _handle(self, event: ServerSentEvent) -> _Ended | None:
+        if event.retry is not None:
+            self.retry_ms = event.retry
+            return None
+        if event.event in LINE_EVENTS:
+            seq = int(event.id) if event.id.isascii() and event.id.isdigit() else None
+            if seq is None or (self.last is not None and seq <= self.last):
+                return None  # never print a line twice
+            self.output.line(sse.line_text(event.data), stderr=event.event == "stderr")
+            self.last = seq
+            self._progressed = True
+        elif event.event == "gap":
+            first = int(json.loads(event.data)["first"])
+            lost = f"lines {self.last + 1} to {first - 1}" if self.last else f"lines before {first}"
+            self.output.notice(f"{lost} are lost (the server no longer has them)")
+            self.last = first - 1
+        elif event.event == "end":
+            data = json.loads(event.data)
+            return _Ended(str(data["status"]), _int_or_none(data.get("exit_code")))
+        return None
+
+    async def _job(self, client: httpx.AsyncClient) -> dict[str, object]:
+        try:
+            response = await client.get(self.target.job_url)
+        except httpx.TransportError as error:
+            raise TailError(
+                f"cannot reach {self.target.base} ({_describe(error)})", EXIT_UNAVAILABLE
+            ) from None
+        await self._check(response)
+        job: dict[str, object] = response.json()
+        return job
+
+    async def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+        if status >= 500 or status == 429:
+            raise _Dropped(f"HTTP {status}")
+        await response.aread()
+        if status == 404:
+            raise TailError(f"no job {self.target.job_id} at {self.target.base}", EXIT_NO_SUCH_JOB)
+        if status == 401:
+            problem = (
+                "the token was refused"
+                if self.token or self.target.token
+                else "a token is required (pass --token or set LOGSTREAM_TOKEN)"
+            )
+            raise TailError(f"{self.target.base} answered 401: {problem}", EXIT_UNAUTHORIZED)
+        message = _error_message(response)
+        if status == 400:
+            raise TailError(f"the server refused the request: {message}", EXIT_USAGE)
+        raise TailError(f"unexpected answer HTTP {status}: {message}", EXIT_UNAVAILABLE)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+async def tail(
+    url: str,
+    *,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    after: int | None = None,
+    tail_lines: int | None = None,
+    follow: bool = True,
+    token: str | None = None,
+    reconnect_for_s: float = DEFAULT_RECONNECT_FOR_S,
+) -> int:
+    """Follow the job at ``url``, writing its lines to ``stdout``/``stderr``; the exit status.
+
+    Errors (404, 401, an unreachable server, a bad URL) become a ``logstream: `` line on
+    ``stderr`` and their ``EXIT_*`` status.
+    """
+    output = Output(stdout, stderr)
+    try:
+        target = parse_target(url)
+        return await Tail(
+            target,
+            output,
+            after=after,
+            tail_lines=tail_lines,
+            follow=follow,
+            token=token,
+            reconnect_for_s=reconnect_for_s,
+        ).run()
+    except TailError as error:
+        output.notice(error.message)
+        return error.status

@@ -1,0 +1,126 @@
+"""Real `logstream` processes for end-to-end tests: start, read the URL line, collect output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+DEADLINE_S = 30
+URL_LINE = re.compile(rb"^logstream: job (?P<id>[A-Za-z0-9_-]+) live at (?P<url>http://\S+)\n")
+SERVING_LINE = re.compile(rb"^logstream: serving at (?P<url>http://\S+)/\n")
+
+
+@dataclass
+class Logstream:
+    """A `logstream` subprocess whose stdout and stderr the test reads as they arrive."""
+
+    process: trio.Process
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    changed: trio.Event = field(default_factory=trio.Event)
+    output_closed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def _pump(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
+        async with stream:
+            while data := await stream.receive_some(65536):
+                into += data
+                self.changed.set()
+                self.changed = trio.Event()
+
+    async def wait_for(
+        self, pattern: re.Pattern[bytes], *, in_stderr: bool = True
+    ) -> re.Match[bytes]:
+        with trio.fail_after(DEADLINE_S):
+            while True:
+                match = pattern.search(self.stderr if in_stderr else self.stdout)
+                if match:
+                    return match
+                if self.process.returncode is not None:
+                    code = self.process.returncode
+                    raise AssertionError(f"logstream exited {code}; stderr: {bytes(self.stderr)!r}")
+                await self.changed.wait()
+
+    async def wait_for_url(self) -> tuple[str, str]:
+        """The job ID and page URL from the first stderr line."""
+        match = await self.wait_for(URL_LINE)
+        return match["id"].decode(), match["url"].decode()
+
+    async def wait_for_serving(self) -> str:
+        return (await self.wait_for(SERVING_LINE))["url"].decode()
+
+    async def wait_exit(self) -> int:
+        """The exit status, once the process has exited and all its output is read."""
+        with trio.fail_after(DEADLINE_S):
+            code = await self.process.wait()
+            while not self.output_closed:
+                await self.changed.wait()
+        return code
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+
+async def start_logstream(
+    nursery: trio.Nursery, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Logstream:
+    """Start `python -m logstream ARGS` with its stdout and stderr piped to the test."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "logstream", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    running = Logstream(process)
+
+    async def pump_both() -> None:
+        async with trio.open_nursery() as pumps:
+            assert process.stdout is not None and process.stderr is not None
+            pumps.start_soon(running._pump, process.stdout, running.stdout)
+            pumps.start_soon(running._pump, process.stderr, running.stderr)
+        running.output_closed = True
+        running.changed.set()
+
+    async def reap() -> None:
+        try:
+            await pump_both()
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+    nursery.start_soon(reap)
+    return running
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that still run (zombies waiting to be reaped don't count)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state not in ("Z", "X"):
+            alive.append(int(entry.name))
+    return alive
