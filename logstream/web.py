@@ -264,6 +264,8 @@ class AppState:
             # shut_down() cancels the scopes of waiting streams directly.
             with trio.move_on_after(self.settings.keepalive_s) as waited:
                 self._waiting.add(waited)
+                if self.shutting_down.is_set():
+                    waited.cancel()  # shut_down() ran during the read above: do not wait
                 try:
                     if log.last > cursor.seq:
                         # A newer line is known but its record is not whole on disk yet.

@@ -14,6 +14,7 @@ import trio.lowlevel
 
 from logstream import sse
 from logstream.config import Settings
+from logstream.joblog import Cursor, Read
 from logstream.ring import Block
 from logstream.sse import Event, SSEParser
 from logstream.store import Job, LogWriter, write_job
@@ -456,3 +457,27 @@ async def test_shutdown_ends_a_waiting_stream_without_an_end_event(settings: Set
             server.state.shut_down()
         assert [e.data for e in got if e.id] == ["one"]
         assert not [e for e in got if e.event == "end"]
+
+
+async def test_shutdown_during_a_read_still_ends_the_stream(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long keep-alive: without the fix the stream would wait for it, past the deadline.
+    async with running_server(with_settings(settings, keepalive_s=3600)) as server:
+        log = await server.new_job()
+        log.append(["one"])
+        real_read_after = log.read_after
+        reads = 0
+
+        async def read_then_shut_down(cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
+            nonlocal reads
+            reads += 1
+            read = await real_read_after(cursor, max_bytes)
+            if reads == 2:  # "one" is sent; this read finds nothing and the stream will wait
+                server.state.shut_down()
+            return read
+
+        monkeypatch.setattr(log, "read_after", read_then_shut_down)
+        events = await collect(server, log.job.id)
+        assert [e.data for e in events if e.id] == ["one"]
+        assert not [e for e in events if e.event == "end"]
