@@ -20,10 +20,13 @@ block before it is on disk, so every line is always in one or the other.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -91,6 +94,7 @@ class LiveLog:
         self._queued = trio.Event()
         self._closed = trio.Event()
         self._persisted = trio.Event()
+        self._write_error: OSError | None = None
         self._last_mark_ms = 0
         self._ended = False
 
@@ -170,9 +174,10 @@ class LiveLog:
                 sync = trio.current_time() >= next_sync
                 if sync:
                     next_sync = trio.current_time() + SYNC_INTERVAL_S
-                # Shielded: a block taken from the queue must reach the disk.
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._writer.write, blocks, sync)
+                if self._write_error is None:
+                    # Shielded: a block taken from the queue must reach the disk.
+                    with trio.CancelScope(shield=True):
+                        await self._write(self._writer.write, blocks, sync)
                 self.ring.mark_persisted(blocks[-1].last)
                 self._persisted.set()
                 self._persisted = trio.Event()
@@ -180,10 +185,31 @@ class LiveLog:
                 break
         end = sse.encode_end(self._job.status, self._job.exit_code)
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._writer.close, end)
-            await trio.to_thread.run_sync(store.write_job, self.path, self._job)
+            if self._write_error is None:
+                await self._write(self._writer.close, end)
+            await self._write(store.write_job, self.path, self._job)
         self._closed.set()
         self._persisted.set()  # nobody waits for a writer that is gone
+
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """Run a disk write in a thread; the first failure stops writing this job's log.
+
+        A full or failing disk must not kill the job or lose its exit status. The log file keeps
+        its whole records (a torn tail is ignored by readers); later lines are served from
+        memory while the ring holds them, and a client that needs older ones gets a ``gap``.
+        Appending after a failed write could leave a torn record inside the file, so none is.
+        """
+        try:
+            await trio.to_thread.run_sync(write, *args)
+        except OSError as error:
+            if self._write_error is None:
+                self._write_error = error
+                with contextlib.suppress(OSError):
+                    sys.stderr.write(
+                        f"logstream: cannot write the log of job {self._job.id}: "
+                        f"{error.strerror}; later lines are kept in memory only\n"
+                    )
+                    sys.stderr.flush()
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)

@@ -295,3 +295,42 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+async def test_a_full_data_dir_keeps_the_job_running_and_its_exit_status(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = await trio.run_process(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+        check=False,
+        capture_stderr=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
+    try:
+        firehose = Path(__file__).parent.parent / "sample_jobs" / "firehose.py"
+        result = await trio.run_process(
+            [
+                PY,
+                "-m",
+                "logstream",
+                "run",
+                "--port",
+                "0",
+                "--data-dir",
+                str(small),
+                "--",
+                "sh",
+                "-c",
+                f"{PY} {firehose} 100000; exit 5",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    finally:
+        await trio.run_process(["umount", "-l", str(small)], check=False)
+    assert result.returncode == 5
+    assert result.stdout.count(b"\n") == 100_000  # the terminal copy is complete
+    assert b"No space left on device; later lines are kept in memory only" in result.stderr
+    assert b"Traceback" not in result.stderr
