@@ -85,8 +85,13 @@ class JobRunner:
         return self._stop.is_set()
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Send ``signum`` to the job's process group now and SIGKILL after the grace period."""
+        """Send ``signum`` to the job's process group now and SIGKILL after the grace period.
+
+        A second call (a second Ctrl-C) does not wait for the grace period: SIGKILL at once.
+        """
         if self._stop.is_set():
+            if self._pgid is not None:
+                _killpg(self._pgid, signal.SIGKILL)
             return
         self._signal = signum
         self._stop.set()

@@ -334,3 +334,24 @@ async def test_a_full_data_dir_keeps_the_job_running_and_its_exit_status(tmp_pat
     assert result.stdout.count(b"\n") == 100_000  # the terminal copy is complete
     assert b"No space left on device; later lines are kept in memory only" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_a_second_ctrl_c_kills_a_job_that_ignores_the_first(nursery: trio.Nursery) -> None:
+    running = await start_logstream(
+        nursery,
+        "run",
+        "--port",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got it' INT TERM; echo ready; while :; do sleep 1; done",
+    )
+    for expected in (b"ready", b"got it"):
+        with trio.fail_after(DEADLINE_S):
+            while expected not in running.stdout:
+                await running.changed.wait()
+        running.signal(signal.SIGINT)  # the job shrugs off the first one
+    with trio.fail_after(8):  # well within the 10 s grace the first Ctrl-C alone would take
+        code = await running.process.wait()
+    assert code == 128 + signal.SIGKILL
