@@ -38,20 +38,27 @@ class Catalog:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
-    def get(self, job_id: str) -> JobLog:
-        """The job's log; raises ``UnknownJob``."""
+    async def get(self, job_id: str) -> JobLog:
+        """The job's log, its ``job`` and ``last`` as of now; raises ``UnknownJob``.
+
+        A job another process runs is re-read from disk (in a worker thread) on every call.
+        """
         if live := self._live.get(job_id):
             return live
         cached = self._files.get(job_id)
         if cached is not None:
             self._files.move_to_end(job_id)
+            await cached.refresh()
             return cached
         self.data_dir.job_path(job_id)  # validates the ID
-        log = FileLog(self.data_dir, job_id)
-        self._files[job_id] = log
+        log = await FileLog.open(self.data_dir, job_id)
+        # Another request may have opened it meanwhile: keep one reader per job.
+        cached = self._files.setdefault(job_id, log)
         if len(self._files) > FILE_LOG_CACHE:
             self._files.popitem(last=False)
-        return log
+        if cached is not log:
+            await cached.refresh()
+        return cached
 
     def jobs(self, limit: int = 500) -> list[Job]:
         """The newest jobs first (blocking reads of small files: call from a thread)."""

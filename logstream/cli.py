@@ -204,7 +204,7 @@ async def _run(
     linger_s: float | None,
 ) -> int:
     sock = _bind(settings)
-    catalog = Catalog(DataDir(settings.data_dir))
+    catalog = Catalog(_open_data_dir(settings))
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
     stop_server = trio.Event()
@@ -270,6 +270,21 @@ def _bind(settings: Settings) -> socket.socket:
         raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
+def _open_data_dir(settings: Settings) -> DataDir:
+    """The data directory, created if needed; one that cannot be used is a usage error."""
+    data_dir = DataDir(settings.data_dir)
+    try:
+        data_dir.create()
+        probe = data_dir.jobs_path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(
+            f"cannot use the data directory {settings.data_dir}: {error.strerror}"
+        ) from None
+    return data_dir
+
+
 def _stop_serving(
     nursery: trio.Nursery, state: Any, stop_server: trio.Event, settings: Settings
 ) -> None:
@@ -320,8 +335,7 @@ async def _serve(
     settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
     sock = _bind(settings)
-    data_dir = DataDir(settings.data_dir)
-    data_dir.create()
+    data_dir = _open_data_dir(settings)
     catalog = Catalog(data_dir)
     app = create_app(catalog, settings)
     state = app.extensions["logstream"]
@@ -463,6 +477,7 @@ def gc(data_dir: Path | None, keep_days: float | None, keep_jobs: int | None) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: returns the exit status."""
+    _reopen_closed_standard_fds()
     try:
         result = cli.main(
             args=list(argv) if argv is not None else None,
@@ -478,6 +493,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
     return result if isinstance(result, int) else 0
+
+
+def _reopen_closed_standard_fds() -> None:
+    """Point a closed stdin, stdout or stderr at /dev/null.
+
+    Started with `>&-`, the next file we open would take fd 1, and the copy of the command's
+    output meant for our stdout would be written into it (a socket, or a log file).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ thread. Waiting clients are woken once per block: each wait uses the current gen
 
 ``FileLog`` is a job of the data directory that this process does not run: finished, or run by
 another ``logstream run`` on this machine. It reads the log file, and while the job runs it
-notices growth by checking the file's size (at most every ``POLL_INTERVAL_S``, shared by all
-its clients).
+re-reads the job's state (file size, last line, end record, ``job.json``) from a worker thread:
+for every request that shows the state (``refresh``), and for waiting streams at most every
+``POLL_INTERVAL_S``, one read shared by all of them.
 
 Both answer ``read_after(cursor)`` with the records after the cursor as one chunk: from the
 ring when it still holds the next line, else from disk in large blocks. The ring never evicts a
@@ -20,10 +21,13 @@ block before it is on disk, so every line is always in one or the other.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -91,6 +95,7 @@ class LiveLog:
         self._queued = trio.Event()
         self._closed = trio.Event()
         self._persisted = trio.Event()
+        self._write_error: OSError | None = None
         self._last_mark_ms = 0
         self._ended = False
 
@@ -170,9 +175,10 @@ class LiveLog:
                 sync = trio.current_time() >= next_sync
                 if sync:
                     next_sync = trio.current_time() + SYNC_INTERVAL_S
-                # Shielded: a block taken from the queue must reach the disk.
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._writer.write, blocks, sync)
+                if self._write_error is None:
+                    # Shielded: a block taken from the queue must reach the disk.
+                    with trio.CancelScope(shield=True):
+                        await self._write(self._writer.write, blocks, sync)
                 self.ring.mark_persisted(blocks[-1].last)
                 self._persisted.set()
                 self._persisted = trio.Event()
@@ -180,10 +186,31 @@ class LiveLog:
                 break
         end = sse.encode_end(self._job.status, self._job.exit_code)
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._writer.close, end)
-            await trio.to_thread.run_sync(store.write_job, self.path, self._job)
+            if self._write_error is None:
+                await self._write(self._writer.close, end)
+            await self._write(store.write_job, self.path, self._job)
         self._closed.set()
         self._persisted.set()  # nobody waits for a writer that is gone
+
+    async def _write(self, write: Callable[..., None], *args: Any) -> None:
+        """Run a disk write in a thread; the first failure stops writing this job's log.
+
+        A full or failing disk must not kill the job or lose its exit status. The log file keeps
+        its whole records (a torn tail is ignored by readers); later lines are served from
+        memory while the ring holds them, and a client that needs older ones gets a ``gap``.
+        Appending after a failed write could leave a torn record inside the file, so none is.
+        """
+        try:
+            await trio.to_thread.run_sync(write, *args)
+        except OSError as error:
+            if self._write_error is None:
+                self._write_error = error
+                with contextlib.suppress(OSError):
+                    sys.stderr.write(
+                        f"logstream: cannot write the log of job {self._job.id}: "
+                        f"{error.strerror}; later lines are kept in memory only\n"
+                    )
+                    sys.stderr.flush()
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)
@@ -199,19 +226,43 @@ class LiveLog:
 
 
 class FileLog:
-    """A job in the data directory that another process runs or ran."""
+    """A job in the data directory that another process runs or ran.
 
-    def __init__(self, data_dir: store.DataDir, job_id: str) -> None:
+    ``job`` and ``last`` are what the last ``refresh`` read from disk: callers await
+    ``refresh()`` before using them (``Catalog.get`` does), so a cached ``FileLog`` never shows
+    a job as it was minutes ago. Reads run in a worker thread, one at a time per job; callers
+    that arrive meanwhile share the next read.
+    """
+
+    def __init__(self, data_dir: store.DataDir, job: Job) -> None:
+        """No I/O here: ``open`` reads the job's state in a worker thread."""
         self._data_dir = data_dir
-        self.path = data_dir.job_path(job_id)
-        self._job = data_dir.read_job(job_id)
+        self.path = data_dir.job_path(job.id)
+        self._job = job
         self._reader = LogReader(self.path)
         self._size = -1
-        self._last = self._job.lines
-        self._checked_at = -1.0
-        self._job_checked_at = -1.0
-        if not self._job.ended:
-            self._refresh_sync()
+        self._last = job.lines
+        # job.json says the job ended (or its runner is gone): nothing will change any more.
+        self._final = job.ended
+        # The end record, which the runner writes before it rewrites job.json.
+        self._end: tuple[str, int | None] | None = None
+        self._read_started_at = -float("inf")  # trio time at which the last done read began
+        self._reading: trio.Event | None = None
+
+    @classmethod
+    async def open(cls, data_dir: store.DataDir, job_id: str) -> FileLog:
+        """The job's log with its current state; raises ``UnknownJob``."""
+
+        def load() -> FileLog:
+            log = cls(data_dir, data_dir.read_job(job_id))
+            if not log._final:
+                log._refresh_sync()
+            return log
+
+        started = trio.current_time()
+        log = await trio.to_thread.run_sync(load)
+        log._read_started_at = started
+        return log
 
     @property
     def job(self) -> Job:
@@ -221,40 +272,60 @@ class FileLog:
     def last(self) -> int:
         return self._last
 
+    async def refresh(self, max_age_s: float = 0.0) -> None:
+        """Make ``job`` and ``last`` come from a disk read begun at most ``max_age_s`` ago.
+
+        With the default 0 the read begins after this call, so whatever the other process had
+        written when a request arrived is in the answer.
+        """
+        need_after = trio.current_time() - max_age_s
+        while not self._final and self._read_started_at <= need_after:
+            if self._reading is not None:
+                await self._reading.wait()  # begun too early for us, maybe: loop and check
+                continue
+            reading = self._reading = trio.Event()
+            started = trio.current_time()
+            try:
+                await trio.to_thread.run_sync(self._refresh_sync)
+                self._read_started_at = started
+            finally:
+                self._reading = None
+                reading.set()
+
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         read = await _read_disk(self._reader, cursor, max_bytes)
         self._last = max(self._last, read.chunk.last)
         return read
 
     async def wait_beyond(self, seq: int) -> None:
+        # Every stream of the job polls, but they share one read per POLL_INTERVAL_S.
         while self._last <= seq and not self._job.ended:
-            now = trio.current_time()
-            wait = self._checked_at + POLL_INTERVAL_S - now
+            wait = self._read_started_at + POLL_INTERVAL_S - trio.current_time()
             if wait > 0:
                 await trio.sleep(wait)
-                continue
-            self._checked_at = now
-            await trio.to_thread.run_sync(self._refresh_sync)
+            await self.refresh(max_age_s=POLL_INTERVAL_S)
 
     def _refresh_sync(self) -> None:
         size = self._reader.size()
-        now = time.monotonic()
         grown = size != self._size
-        if grown:
-            self._size = size
+        self._size = size
+        # Order matters: the runner appends lines, then the end record, then rewrites
+        # job.json. Reading them in the opposite order, whatever says "ended" is read before
+        # the lines are counted, so the count is complete. A runner killed by -9 shows only
+        # as its lock being free (``read_job`` then says "interrupted").
+        job = self._data_dir.read_job(self._job.id)
+        final = job.ended
+        if grown or final:
+            if self._end is None:
+                self._end = self._reader.end()
             self._last = max(self._last, self._reader.last_seq())
-        # The end record follows the last line in the log, and job.json follows the end
-        # record; a runner killed by -9 shows only as its lock being free.
-        if grown or now - self._job_checked_at >= 1.0:
-            self._job_checked_at = now
-            job = self._data_dir.read_job(self._job.id)
-            end = self._reader.end() if grown and not job.ended else None
-            if end is not None:
-                job.status, job.exit_code = end
-            if job.ended:
-                self._last = max(self._last, self._reader.last_seq())
-                job.lines = max(job.lines, self._last)
-            self._job = job
+        if not final and self._end is not None:
+            # Ended, but job.json (with finished_at) is not rewritten yet: read again later.
+            job.status, job.exit_code = self._end
+        if job.ended:
+            job.lines = max(job.lines, self._last)
+        self._job = job
+        self._final = final
 
 
 async def _read_disk(reader: LogReader, cursor: Cursor, max_bytes: int) -> Read:

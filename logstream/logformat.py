@@ -25,6 +25,7 @@ size; a torn last entry, or one pointing past the log's whole records, is ignore
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 
@@ -32,6 +33,11 @@ from logstream import sse
 
 INDEX_ENTRY = struct.Struct("<QQQ")
 INDEX_EVERY_BYTES = 64 * 1024
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# A line record's head up to its text. ``^`` only ever matches a record's start or a ``data:``
+# field (a line's text holds no ``\n``), so no text is matched.
+_LINE_HEAD = re.compile(r"^id: [0-9]+\n(?:event: stderr\n)?data: ", re.MULTILINE)
+_TIME_MARK = re.compile(r"^event: time\ndata: [0-9]+\n\n", re.MULTILINE)
 
 
 def whole_length(data: bytes) -> int:
@@ -102,3 +108,26 @@ def iter_times(records: bytes, next_seq: int) -> Iterator[tuple[int, int]]:
 def plain_text(records: bytes) -> bytes:
     """The lines of a block of whole records as text, one per line, ``\\r`` kept."""
     return b"".join(text.encode() + b"\n" for _seq, _stream, text in iter_lines(records))
+
+
+def search_lines(records: bytes, needle: str, limit: int) -> list[int]:
+    """Sequence numbers of the (at most ``limit``) lines whose text contains ``needle``.
+
+    ``needle`` is casefolded; the match ignores case and ANSI escape sequences, and looks at the
+    lines' text only, never at the record framing (``data:``, ``id:``, sequence numbers).
+    """
+    text = records.decode()
+    if "\x1b" not in text:
+        # Most blocks hold no match: one C-level pass over the bare text skips them whole.
+        # Heads become a NUL, not nothing: a line whose text starts "data: " must not turn into
+        # a continuation (a "\r") of the record before it.
+        bare = _LINE_HEAD.sub("\0", _TIME_MARK.sub("", text)).replace("\ndata: ", "\r")
+        if needle not in bare.casefold():
+            return []
+    matches: list[int] = []
+    for seq, _stream, line in iter_lines(records):
+        if needle in ANSI_ESCAPE.sub("", line).casefold():
+            matches.append(seq)
+            if len(matches) >= limit:
+                break
+    return matches

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,10 +283,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class LogReader:
-    """Reads a job's log by sequence number, also while another process appends to it."""
+    """Reads a job's log by sequence number, also while another process appends to it.
+
+    Thread-safe: all clients of a job share one reader and call it from worker threads at once.
+    Its only mutable state, the index loaded so far, is guarded by a lock.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._index_lock = threading.Lock()
         self._seqs: list[int] = []
         self._entries: list[tuple[int, int, int]] = []
         self._index_bytes = 0
@@ -367,18 +373,21 @@ class LogReader:
 
     def _seek(self, seq: int) -> tuple[int, int]:
         """Offset of an indexed record at or before line ``seq``, and its time."""
-        self._load_index()
-        at = bisect.bisect_right(self._seqs, seq) - 1
         size = self.size()
-        while at >= 0:
-            _seq, offset, time_ms = self._entries[at]
-            # An entry past the end of the log (torn by a crash) is ignored.
-            if offset < size:
-                return offset, time_ms
-            at -= 1
+        with self._index_lock:
+            self._load_index()
+            at = bisect.bisect_right(self._seqs, seq) - 1
+            while at >= 0:
+                _seq, offset, time_ms = self._entries[at]
+                # An entry past the end of the log (torn by a crash, or newer than ``size``)
+                # is ignored.
+                if offset < size:
+                    return offset, time_ms
+                at -= 1
         return 0, 0
 
     def _load_index(self) -> None:
+        """Read the index entries appended since the last call (hold ``_index_lock``)."""
         try:
             with open(self.path / "index", "rb") as file:
                 file.seek(self._index_bytes)

@@ -121,9 +121,9 @@ class TaskRunner:
         self._by_name.setdefault(name, []).append(handle)
         return handle
 
-    def cancel(self, job_id: str) -> JobHandle:
+    async def cancel(self, job_id: str) -> JobHandle:
         """Cancel a job this server runs; ``Conflict`` when it has ended or runs elsewhere."""
-        log = self.catalog.get(job_id)  # UnknownJob -> 404
+        log = await self.catalog.get(job_id)  # UnknownJob -> 404
         handle = self.supervisor.get(job_id)
         if handle is None or log.job.ended:
             if log.job.ended:
@@ -160,7 +160,7 @@ def add_task_routes(app: QuartTrio, tasks: TaskRunner) -> None:
     @app.post("/api/jobs/<job_id>/cancel")
     async def cancel_job(job_id: str) -> Response:
         _refuse_cross_site(settings.cors_origin)
-        handle = tasks.cancel(job_id)
+        handle = await tasks.cancel(job_id)
         return _job_response(handle, 202)
 
 

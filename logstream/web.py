@@ -46,8 +46,9 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 DIGITS = re.compile(r"[0-9]+")
-ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 10_000
+SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holding the GIL
 BEYOND_ANY_LINE = 10**18
 
 
@@ -112,7 +113,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/jobs/<job_id>")
     async def job_page(job_id: str) -> Response:
-        catalog.get(job_id)
+        await catalog.get(job_id)
         return await _page("job.html")
 
     @app.get("/healthz")
@@ -131,14 +132,14 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
-        log = catalog.get(job_id)
+        log = await catalog.get(job_id)
         return _json(_job_json(log))
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
-        log = catalog.get(job_id)
-        after = _start_position(log, request.headers, request.args)
-        if log.job.ended and after >= log.last:
+        log = await catalog.get(job_id)
+        after, resumed = _start_position(log, request.headers, request.args)
+        if resumed and log.job.ended and after >= log.last:
             return Response("", status=204)
         if settings.max_streams is not None and state.streams >= settings.max_streams:
             state.metrics.streams_refused += 1
@@ -154,7 +155,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/api/jobs/<job_id>/log")
     async def plain_log(job_id: str) -> Response:
-        log = catalog.get(job_id)
+        log = await catalog.get(job_id)
         response = Response(_plain_text(log), content_type="text/plain; charset=utf-8")
         response.timeout = None
         if request.args.get("download"):
@@ -163,14 +164,15 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/api/jobs/<job_id>/lines")
     async def lines(job_id: str) -> Response:
-        log = catalog.get(job_id)
+        log = await catalog.get(job_id)
         after = _number(request.args.get("after"), "after") or 0
-        limit = min(_number(request.args.get("limit"), "limit") or 1000, MAX_PAGE_LINES)
+        limit = _number(request.args.get("limit"), "limit")
+        limit = min(DEFAULT_PAGE_LINES if limit is None else limit, MAX_PAGE_LINES)
         return _json(await _page_of_lines(log, after, limit))
 
     @app.get("/api/jobs/<job_id>/search")
     async def search(job_id: str) -> Response:
-        log = catalog.get(job_id)
+        log = await catalog.get(job_id)
         query = request.args.get("q", "")
         limit = min(_number(request.args.get("limit"), "limit") or 10_000, 100_000)
         if not query:
@@ -358,17 +360,21 @@ def _number(value: str | None, name: str) -> int | None:
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
-def _start_position(log: JobLog, headers: Any, args: Any) -> int:
-    """The last line the client has: ``Last-Event-ID``, else ``last_event_id``, else ``tail``."""
+def _start_position(log: JobLog, headers: Any, args: Any) -> tuple[int, bool]:
+    """The last line the client has: ``Last-Event-ID``, else ``last_event_id``, else ``tail``.
+
+    Also whether it is a resume: only a resume of a finished job at its end is answered 204;
+    ``tail=0`` is a new stream that gets just the end event.
+    """
     resume = _number(headers.get("Last-Event-ID"), "Last-Event-ID")
     if resume is None:
         resume = _number(args.get("last_event_id"), "last_event_id")
     tail = _number(args.get("tail"), "tail")
     if resume is not None:
-        return resume
+        return resume, True
     if tail is not None:
-        return max(0, log.last - tail)
-    return 0
+        return max(0, log.last - tail), False
+    return 0, False
 
 
 async def _plain_text(log: JobLog) -> AsyncIterator[bytes]:
@@ -393,7 +399,8 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             break
         if first is None:
             first = read.first
-            if chunk.time_ms:
+            # As in ``_events``: a chunk that starts with its own mark needs no other.
+            if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
                 times.append((read.first, chunk.time_ms))
         for line in logformat.iter_lines(chunk.payload):
             if len(lines) >= limit:
@@ -412,22 +419,20 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
 
 
 async def _search(log: JobLog, query: str, limit: int) -> tuple[list[int], bool]:
+    # Matching runs in a worker thread one block (about 1 MiB) at a time, so a search through
+    # millions of lines never holds up the event loop for longer than it takes to read a block.
     needle = query.casefold()
     cursor = Cursor(0)
     matches: list[int] = []
     while True:
-        read = await log.read_after(cursor)
+        read = await log.read_after(cursor, SEARCH_SLICE_BYTES)
         chunk = read.chunk
         if not chunk.payload:
             return matches, False
         cursor.seq = chunk.last
-        # Most blocks hold no match: one C-level test skips them whole.
-        text = chunk.payload.decode()
-        if "\x1b" not in text and "\r" not in query and needle not in text.casefold():
-            continue
-        for seq, _stream, text in logformat.iter_lines(chunk.payload):
-            if needle in ANSI_ESCAPE.sub("", text).casefold():
-                matches.append(seq)
-                if len(matches) >= limit:
-                    return matches, True
-        await trio.lowlevel.checkpoint()
+        found = await trio.to_thread.run_sync(
+            logformat.search_lines, chunk.payload, needle, limit - len(matches)
+        )
+        matches += found
+        if len(matches) >= limit:
+            return matches, True

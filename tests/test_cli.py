@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -180,3 +181,177 @@ async def test_logstream_waits_until_a_connected_viewer_has_the_end_event(
                     go.touch()
     assert received.endswith(b'event: end\ndata: {"status": "succeeded", "exit_code": 0}\n\n')
     assert await running.wait_exit() == 0
+
+
+async def test_the_log_does_not_wait_for_a_terminal_that_reads_nothing(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The copy to a stuck terminal is buffered apart: the job ends and its log is complete."""
+    data_dir = tmp_path / "data"
+    lines = 15_000  # ~900 KB: more than a pipe holds, less than the terminal copy's buffer
+    script = f"for n in range({lines}): print(f'line {{n:07d}} ' + 'x' * 45)"
+    process = await trio.lowlevel.open_process(
+        [
+            PY,
+            "-m",
+            "logstream",
+            "run",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--",
+            PY,
+            "-c",
+            script,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    nursery.start_soon(process.wait)
+    assert process.stdout is not None
+    # Nobody reads logstream's stdout until the job has ended (no event tells when another
+    # process's file changes: poll it).
+    with trio.fail_after(DEADLINE_S):
+        while not (job := _only_job(data_dir)) or job["status"] == "running":  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    assert (job["status"], job["lines"]) == ("succeeded", lines)
+    received = bytearray()
+    with trio.fail_after(DEADLINE_S):
+        while data := await process.stdout.receive_some(65536):
+            received += data
+        assert await process.wait() == 0
+    assert received.count(b"\n") == lines
+
+
+async def test_ctrl_c_exits_promptly_even_when_our_stdout_is_stuck(nursery: trio.Nursery) -> None:
+    process = await trio.lowlevel.open_process(
+        [PY, "-m", "logstream", "run", "--port", "0", "--", "yes"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    nursery.start_soon(process.wait)
+    assert process.stderr is not None
+    stderr = b""
+    with trio.fail_after(DEADLINE_S):
+        while b" live at " not in stderr:
+            stderr += await process.stderr.receive_some()
+    # stdout is never read: `yes` fills the pipe and the terminal copy's buffer, then blocks.
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(15):  # contract §2: exits within 15 s of the first signal
+        code = await process.wait()
+    assert code == 128 + signal.SIGINT
+
+
+async def test_a_process_that_left_the_group_with_setsid_is_stopped_too(
+    nursery: trio.Nursery,
+) -> None:
+    running, code = await run_to_end(
+        nursery, "--", "sh", "-c", "setsid sleep 1000 & echo escaped $!"
+    )
+    assert code == 0
+    pid = int(bytes(running.stdout).split()[1])
+    assert not _running(pid)
+
+
+async def test_closed_stdout_or_a_full_disk_behind_it_keeps_the_exit_status(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    command = f"{PY} -m logstream run --port 0 -- sh -c 'echo hi; exit 3'"
+    for redirect, notice in [(">&-", b""), ("> /dev/full", b"No space left on device")]:
+        result = await trio.run_process(
+            ["sh", "-c", f"{command} {redirect}"], capture_stderr=True, check=False
+        )
+        assert result.returncode == 3, result.stderr
+        assert b"Traceback" not in result.stderr
+        assert all(line.startswith(b"logstream: ") for line in result.stderr.splitlines())
+        assert notice in result.stderr
+
+
+async def test_an_unusable_data_dir_is_a_usage_error(nursery: trio.Nursery, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--data-dir", "/dev/null/logs", "--", "touch", str(marker)
+    )
+    assert await running.wait_exit() == 2
+    assert b"cannot use the data directory /dev/null/logs" in running.stderr
+    assert b"Traceback" not in running.stderr
+    assert not marker.exists()
+
+
+def _only_job(data_dir: Path) -> dict[str, object] | None:
+    try:
+        (job_dir,) = (data_dir / "jobs").iterdir()
+        return json.loads((job_dir / "job.json").read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+async def test_a_full_data_dir_keeps_the_job_running_and_its_exit_status(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = await trio.run_process(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+        check=False,
+        capture_stderr=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr!r}")
+    try:
+        firehose = Path(__file__).parent.parent / "sample_jobs" / "firehose.py"
+        result = await trio.run_process(
+            [
+                PY,
+                "-m",
+                "logstream",
+                "run",
+                "--port",
+                "0",
+                "--data-dir",
+                str(small),
+                "--",
+                "sh",
+                "-c",
+                f"{PY} {firehose} 100000; exit 5",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    finally:
+        await trio.run_process(["umount", "-l", str(small)], check=False)
+    assert result.returncode == 5
+    assert result.stdout.count(b"\n") == 100_000  # the terminal copy is complete
+    assert b"No space left on device; later lines are kept in memory only" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_a_second_ctrl_c_kills_a_job_that_ignores_the_first(nursery: trio.Nursery) -> None:
+    running = await start_logstream(
+        nursery,
+        "run",
+        "--port",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got it' INT TERM; echo ready; while :; do sleep 1; done",
+    )
+    for expected in (b"ready", b"got it"):
+        with trio.fail_after(DEADLINE_S):
+            while expected not in running.stdout:
+                await running.changed.wait()
+        running.signal(signal.SIGINT)  # the job shrugs off the first one
+    with trio.fail_after(8):  # well within the 10 s grace the first Ctrl-C alone would take
+        code = await running.process.wait()
+    assert code == 128 + signal.SIGKILL

@@ -33,6 +33,23 @@ async def read_stream(url: str, headers: dict[str, str] | None = None) -> list[E
     return events + parser.flush()
 
 
+async def read_stream_until(url: str, lines: int) -> list[Event]:
+    """The events of a stream until it has sent ``lines`` lines (then the test hangs up)."""
+    events: list[Event] = []
+    parser = SSEParser()
+    with trio.fail_after(DEADLINE_S):
+        async with (
+            httpx.AsyncClient(timeout=DEADLINE_S) as client,
+            client.stream("GET", url) as response,
+        ):
+            assert response.status_code == 200
+            async for data in response.aiter_raw():
+                events += parser.feed(data)
+                if len(line_ids(events)) >= lines:
+                    break
+    return events
+
+
 def line_ids(events: list[Event]) -> list[int]:
     return [int(e.id) for e in events if e.id is not None]
 
@@ -200,3 +217,70 @@ def test_url_line_pattern_matches_the_contract() -> None:
         b"logstream: job 20261129T013704255619Z-4334 live at "
         b"http://127.0.0.1:8765/jobs/20261129T013704255619Z-4334\n"
     )
+
+
+async def test_serve_shows_the_current_state_of_a_job_another_process_runs(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # Requests made while the job runs leave a cached reader behind; every later answer
+    # must still show the job as it is now, not as it was then. A second server tells the
+    # test when lines are on disk, without touching the first one's reader.
+    data_dir = str(tmp_path / "data")
+    serving = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", data_dir)
+    observing = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", data_dir)
+    base = await serving.wait_for_serving()
+    observer = await observing.wait_for_serving()
+    go = [tmp_path / "go1", tmp_path / "go2"]
+    script = (
+        "import os, time\n"
+        "def wait(path):\n"
+        "    while not os.path.exists(path): time.sleep(0.01)\n"
+        "for n in range(1, 11):\n"
+        f"    if n == 3: wait({str(go[0])!r})\n"
+        f"    if n == 7: wait({str(go[1])!r})\n"
+        "    print(f'n{n}', flush=True)\n"
+        "raise SystemExit(3)\n"
+    )
+    running = await start_logstream(
+        nursery, "run", "-q", "--port", "0", "--data-dir", data_dir, "--", PY, "-c", script
+    )
+    job_id, _ = await running.wait_for_url()
+    api = f"{base}/api/jobs/{job_id}"
+
+    async def wait_until_on_disk(last: int) -> None:
+        url = f"{observer}/api/jobs/{job_id}/events?last_event_id={last - 1}"
+        assert line_ids(await read_stream_until(url, lines=1)) == [last]
+
+    async with httpx.AsyncClient(timeout=DEADLINE_S) as client:
+        await wait_until_on_disk(2)
+        job = (await client.get(api)).json()
+        assert (job["status"], job["lines"]) == ("running", 2)
+
+        go[0].touch()
+        await wait_until_on_disk(6)
+        job = (await client.get(api)).json()
+        assert (job["status"], job["lines"]) == ("running", 6)
+        page = (await client.get(f"{api}/lines")).json()
+        assert (page["last"], page["ended"], len(page["lines"])) == (6, False, 6)
+        events = await read_stream_until(f"{api}/events?tail=2", lines=2)
+        assert line_ids(events) == [5, 6]
+
+        go[1].touch()
+        assert await running.wait_exit() == 3
+        job = (await client.get(api)).json()
+        assert (job["status"], job["exit_code"], job["lines"]) == ("failed", 3, 10)
+        assert job["finished_at"] is not None
+        page = (await client.get(f"{api}/lines")).json()
+        assert (page["last"], page["ended"], len(page["lines"])) == (10, True, 10)
+        events = await read_stream(f"{api}/events?tail=2")
+        assert line_ids(events) == [9, 10]
+        assert json.loads(events[-1].data) == {"status": "failed", "exit_code": 3}
+        events = await read_stream(f"{api}/events?tail=0")
+        assert [e.event for e in events] == ["end"]
+
+    tail = await start_logstream(nursery, "tail", "--no-follow", f"{base}/jobs/{job_id}")
+    assert await tail.wait_exit() == 3
+    assert tail.stdout == b"".join(b"n%d\n" % n for n in range(1, 11))
+    for server in (serving, observing):
+        server.signal(signal.SIGTERM)
+        assert await server.wait_exit() == 0

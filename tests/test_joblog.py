@@ -1,14 +1,15 @@
-"""The live log of a job this process runs: ring + writer, and the one backpressure it applies."""
+"""A job's log: live (ring + writer, and the one backpressure it applies) or read from disk."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from logstream.joblog import LiveLog
-from logstream.store import Job, LogReader
+from logstream.joblog import FileLog, LiveLog
+from logstream.store import DataDir, Job, LogReader, hold_run_lock
 
 
 def new_log(path: Path, **kwargs: int) -> LiveLog:
@@ -48,3 +49,32 @@ async def test_lines_are_on_disk_once_persisted(tmp_path: Path) -> None:
         log.finish("failed", 1)
         await log.wait_closed()
     assert LogReader(tmp_path).end() == ("failed", 1)
+
+
+async def test_file_log_shows_the_job_as_it_is_after_each_refresh(tmp_path: Path) -> None:
+    # The LiveLog plays the other process; the lock it holds marks the job as running.
+    data_dir = DataDir(tmp_path)
+    job_id, path = data_dir.new_job_dir()
+    lock = hold_run_lock(path)
+    live = LiveLog(path, Job(id=job_id, name="job", command=["job"]))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(live.run_writer)
+            live.append(["a", "b"])
+            with trio.fail_after(10):
+                await live.wait_persisted(2)
+            log = await FileLog.open(data_dir, job_id)
+            assert (log.job.status, log.last) == ("running", 2)
+            live.append(["c"])
+            with trio.fail_after(10):
+                await live.wait_persisted(3)
+            assert log.last == 2  # what it read; callers refresh before they look
+            await log.refresh()
+            assert (log.job.status, log.last) == ("running", 3)
+            live.finish("failed", 5)
+            await live.wait_closed()
+            await log.refresh()
+    finally:
+        os.close(lock)
+    assert (log.job.status, log.job.exit_code, log.last, log.job.lines) == ("failed", 5, 3, 3)
+    assert log.job.finished_at is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import threading
 from pathlib import Path
 
 from logstream import logformat, sse
@@ -123,3 +125,50 @@ def test_writer_appends_more_blocks_than_one_writev_takes(tmp_path: Path) -> Non
     writer.close(sse.encode_end("succeeded", 0))
     expected = b"".join(block.payload for block in blocks) + sse.encode_end("succeeded", 0)
     assert (tmp_path / "log").read_bytes() == expected
+
+
+def test_one_reader_shared_by_many_threads_keeps_its_whole_index(tmp_path: Path) -> None:
+    # Every client of a job shares one LogReader and reads from a worker thread. Threads that
+    # load the index at once must neither drop nor repeat entries, while the log grows.
+    writer = LogWriter(tmp_path)
+    reader = LogReader(tmp_path)
+    per_block, blocks = 500, 60
+    width = 200  # 100 KB blocks: more than one index entry (64 KiB) per block
+    errors: list[BaseException] = []
+    written = threading.Event()
+
+    def write() -> None:
+        for first in range(1, per_block * blocks, per_block):
+            lines = [f"line {seq}".ljust(width, "x") for seq in range(first, first + per_block)]
+            payload = sse.encode_lines(first, lines)
+            writer.write([Block(first, first + per_block - 1, payload, first)])
+        written.set()
+
+    def read(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while not written.is_set():
+                on_disk = reader.last_seq()
+                cursor = rng.randrange(0, on_disk + 1)
+                chunk, _offset, first = reader.read_after(cursor, max_bytes=4096)
+                if chunk.payload:
+                    assert first == cursor + 1
+                    assert next(logformat.iter_lines(chunk.payload))[0] == cursor + 1
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    try:
+        threads = [threading.Thread(target=read, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        write()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert not errors
+    reader.read_after(0)  # loads whatever index entries are still new
+    on_disk = list(logformat.unpack_index((tmp_path / "index").read_bytes()))
+    assert reader._entries == on_disk

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from logstream import sse
+from logstream import joblog, sse
 from logstream.config import Settings
 from logstream.joblog import Cursor, Read
 from logstream.ring import Block
@@ -481,3 +481,53 @@ async def test_shutdown_during_a_read_still_ends_the_stream(
         events = await collect(server, log.job.id)
         assert [e.data for e in events if e.id] == ["one"]
         assert not [e for e in events if e.event == "end"]
+
+
+async def test_lines_page_gives_each_time_mark_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(joblog, "TIME_MARK_EVERY_MS", 0)  # a mark before every block
+    log = await server.new_job()
+    log.append(["a", "b"])
+    log.append(["c", "d"])
+    async with server.client() as client:
+        url = f"/api/jobs/{log.job.id}/lines"
+        from_start = (await client.get(url)).json()
+        from_third = (await client.get(url, params={"after": "2"})).json()
+    assert [seq for seq, _ms in from_start["times"]] == [1, 3]
+    assert from_third["times"] == from_start["times"][1:]
+    assert [seq for seq, _stream, _text in from_third["lines"]] == [3, 4]
+
+
+async def test_lines_page_of_limit_0_has_no_lines(server: Server) -> None:
+    log = await server.new_job()
+    log.append(["a", "b"])
+    async with server.client() as client:
+        page = (
+            await client.get(f"/api/jobs/{log.job.id}/lines", params={"after": "0", "limit": "0"})
+        ).json()
+    assert page["lines"] == [] and page["times"] == []
+    assert page["last"] == 2
+
+
+async def test_tail_0_of_a_finished_job_is_a_stream_of_just_the_end(server: Server) -> None:
+    log = await server.new_job()
+    log.append(["a", "b"])
+    log.finish("failed", 7)
+    events = await collect(server, log.job.id, params={"tail": "0"})
+    assert [e.event for e in events] == ["end"]
+    assert json.loads(events[0].data) == {"status": "failed", "exit_code": 7}
+
+
+async def test_search_matches_line_text_not_the_event_framing(server: Server) -> None:
+    log = await server.new_job()
+    log.append(["hello", "id: 2 is here", "Data: yes"])
+    log.append(["warning"], stderr=True)
+    async with server.client() as client:
+        url = f"/api/jobs/{log.job.id}/search"
+        found = {q: (await client.get(url, params={"q": q})).json() for q in ["data:", "id:", "4"]}
+        limited = (await client.get(url, params={"q": "e", "limit": "2"})).json()
+    assert found["data:"] == {"matches": [3], "truncated": False}
+    assert found["id:"] == {"matches": [2], "truncated": False}
+    assert found["4"] == {"matches": [], "truncated": False}
+    assert limited == {"matches": [1, 2], "truncated": True}
