@@ -5,8 +5,11 @@ Theory of operation
 The client reads ``GET /api/jobs/<ID>/events`` with httpx and httpx-sse. It owns one number, the
 last line it has printed (``last``); a line event whose ID is not above it is never printed
 again, and every reconnect sends ``Last-Event-ID: last``, so after a dropped connection the
-server continues with the next line: nothing lost, nothing repeated. Before the first line,
-``--from N`` is sent the same way and ``--tail N`` as ``?tail=N``.
+server continues with the next line: nothing lost, nothing repeated. ``--from N`` starts with
+``last = N``. ``--tail N`` is turned into a position once, before the first stream: ``GET
+/api/jobs/<ID>`` and ``last = max(0, lines - N)``. It is never sent as ``?tail=N``, which the
+server counts from the job's end at each request: a connection dropped before the first line
+would then skip the lines written during the outage.
 
 A dropped connection, a refused connection or a 5xx answer is an outage: the client waits at
 least the server's ``retry:`` delay, doubling it while attempts keep failing (at most
@@ -197,18 +200,25 @@ class Tail:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
         outcome: int | TailError = EXIT_UNAVAILABLE
-        async with (
-            httpx.AsyncClient(headers=headers, timeout=timeout) as client,
-            trio.open_nursery() as nursery,
-        ):
-            nursery.start_soon(self.output.flush_periodically)
-            try:
-                outcome = await self._run(client)
-            except TailError as error:
-                outcome = error  # raised outside the nursery: not wrapped in a group
-            finally:
-                nursery.cancel_scope.cancel()
-                self.output.flush()
+        try:
+            async with (
+                httpx.AsyncClient(headers=headers, timeout=timeout) as client,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(self.output.flush_periodically)
+                try:
+                    outcome = await self._run(client)
+                except TailError as error:
+                    outcome = error  # raised outside the nursery: not wrapped in a group
+                finally:
+                    nursery.cancel_scope.cancel()
+                    self.output.flush()
+        except BaseExceptionGroup as group:
+            # Ctrl-C lands in whichever task runs and comes out of the nursery in a group;
+            # the caller (the CLI: exit 130, no traceback) expects the KeyboardInterrupt.
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
+            raise
         if isinstance(outcome, TailError):
             raise outcome
         return outcome
@@ -216,18 +226,18 @@ class Tail:
     async def _run(self, client: httpx.AsyncClient) -> int:
         stop_at: int | None = None
         if not self.follow:
-            job = await self._job(client)
+            try:
+                job = await self._job(client)
+            except (_Dropped, httpx.TransportError) as error:
+                raise TailError(
+                    f"cannot reach {self.target.base} ({_describe(error)})", EXIT_UNAVAILABLE
+                ) from None
+            self._start_from(job)
             # A job that ended: its stream ends with the end event. A running one: print
             # the lines it has now.
             if job["status"] == "running":
                 stop_at = _int_or_none(job["lines"]) or 0
-                if self.last is not None:
-                    start = self.last
-                elif self.tail_lines is not None:
-                    start = max(0, stop_at - self.tail_lines)
-                else:
-                    start = 0
-                if start >= stop_at:
+                if (self.last or 0) >= stop_at:
                     return 0
         failures = 0
         reachable_at = self.clock()
@@ -272,15 +282,13 @@ class Tail:
         """One connection: print lines until the end (returned), ``stop_at``, or a drop."""
         self._connected = False
         self._progressed = False
+        if self.last is None and self.tail_lines is not None:
+            self._start_from(await self._job(client))
+            self._connected = True
         headers: dict[str, str] = {}
-        params: dict[str, str] = {}
         if self.last is not None:
             headers["Last-Event-ID"] = str(self.last)
-        elif self.tail_lines is not None:
-            params["tail"] = str(self.tail_lines)
-        async with aconnect_sse(
-            client, "GET", self.target.events_url, headers=headers, params=params
-        ) as source:
+        async with aconnect_sse(client, "GET", self.target.events_url, headers=headers) as source:
             response = source.response
             if response.status_code == 204:
                 # Resumed at the end of a finished job: its end is in the job's metadata.
@@ -318,13 +326,14 @@ class Tail:
             return _Ended(str(data["status"]), _int_or_none(data.get("exit_code")))
         return None
 
+    def _start_from(self, job: dict[str, object]) -> None:
+        """Fix where ``--tail N`` starts, once: later requests resume from ``last``."""
+        if self.last is None and self.tail_lines is not None:
+            self.last = max(0, (_int_or_none(job.get("lines")) or 0) - self.tail_lines)
+
     async def _job(self, client: httpx.AsyncClient) -> dict[str, object]:
-        try:
-            response = await client.get(self.target.job_url)
-        except httpx.TransportError as error:
-            raise TailError(
-                f"cannot reach {self.target.base} ({_describe(error)})", EXIT_UNAVAILABLE
-            ) from None
+        """``GET /api/jobs/<ID>``; a transport error or a 5xx is an outage (raised as is)."""
+        response = await client.get(self.target.job_url)
         await self._check(response)
         job: dict[str, object] = response.json()
         return job

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import io
 import os
+import signal
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -108,38 +111,66 @@ async def test_tail_follows_a_running_job_and_accepts_the_api_url(tmp_path: Path
 
 
 class Proxy:
-    """A loopback TCP proxy whose connections the test can cut."""
+    """A loopback TCP proxy whose connections the test can cut, or hold before they reach the
+    server; it keeps everything the server sent to clients."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.connections: set[trio.CancelScope] = set()
         self.accepted = 0
+        self.admitting = trio.Event()
+        self.admitting.set()
+        self.received = bytearray()
+        self._changed = trio.Event()
 
     async def handle(self, client: trio.SocketStream) -> None:
         self.accepted += 1
-        with trio.CancelScope() as scope:
-            self.connections.add(scope)
-            try:
-                upstream = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
-                async with client, upstream, trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, client, upstream, nursery)
-                    nursery.start_soon(self._pump, upstream, client, nursery)
-            finally:
-                self.connections.discard(scope)
+        async with client:
+            with trio.CancelScope() as scope:
+                self.connections.add(scope)
+                try:
+                    await self.admitting.wait()
+                    upstream = await trio.open_tcp_stream("127.0.0.1", self.upstream_port)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, upstream, nursery, False)
+                        nursery.start_soon(self._pump, upstream, client, nursery, True)
+                finally:
+                    self.connections.discard(scope)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, nursery: trio.Nursery
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        nursery: trio.Nursery,
+        from_server: bool,
     ) -> None:
         try:
             while data := await source.receive_some(65536):
+                if from_server:
+                    self.received += data
+                    self._changed.set()
+                    self._changed = trio.Event()
                 await sink.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         nursery.cancel_scope.cancel()
 
+    async def wait_received(self, wanted: bytes) -> None:
+        """Until the server has sent ``wanted`` to a client (through the proxy)."""
+        while wanted not in self.received:
+            await self._changed.wait()
+
     def cut(self) -> None:
         for scope in list(self.connections):
             scope.cancel()
+
+    def hold(self) -> None:
+        """Cut every connection; new ones wait, unanswered, until ``admit()``."""
+        self.admitting = trio.Event()
+        self.cut()
+
+    def admit(self) -> None:
+        self.admitting.set()
 
 
 async def read_until(stream: trio.abc.ReceiveStream, buffer: bytearray, wanted: bytes) -> None:
@@ -191,17 +222,67 @@ async def test_tail_resumes_exactly_after_the_connection_drops(tmp_path: Path) -
     assert returncode == 0
 
 
+async def test_tail_n_cut_before_the_first_line_resumes_where_it_started(
+    tmp_path: Path,
+) -> None:
+    # `--tail 0` on a job that is quiet after line 10: the connection is cut before any line
+    # arrives, lines 11..20 are written while tail cannot reach the server, then it can again.
+    # tail started after line 10, so it prints 11..20, each once (the server computing the
+    # tail again from the job's new end would skip them).
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    async with (
+        logstream.open_server(data_dir=tmp_path / "data") as server,
+        trio.open_nursery() as nursery,
+    ):
+        job = await server.start([sys.executable, "-c", WAITING_SCRIPT, str(fifo), "20"])
+        proxy = Proxy(int(server.url.rsplit(":", 1)[1]))
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1")
+        )
+        proxy_port = listeners[0].socket.getsockname()[1]
+        stdout, stderr = bytearray(), bytearray()
+        with trio.fail_after(DEADLINE_S):
+            await read_events(server.url, job.id, until=has_lines(10))
+            process = await trio.lowlevel.open_process(
+                cli("tail", "--tail", "0", f"http://127.0.0.1:{proxy_port}/jobs/{job.id}"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=cli_env(),
+            )
+            assert process.stdout is not None and process.stderr is not None
+            nursery.start_soon(read_all, process.stderr, stderr)
+            nursery.start_soon(read_all, process.stdout, stdout)
+            await proxy.wait_received(b"retry: ")  # the stream is open; no line can come yet
+            proxy.hold()
+            await release(fifo)
+            assert (await read_events(server.url, job.id)).end is not None  # all 20 written
+            proxy.admit()
+            returncode = await process.wait()
+        nursery.cancel_scope.cancel()
+    out, err = expected_lines(range(11, 21))
+    assert bytes(stdout) == out
+    assert without_notices(bytes(stderr)) == err
+    assert b"logstream: connection lost" in stderr
+    assert proxy.accepted >= 2
+    assert returncode == 0
+
+
 async def test_from_tail_and_no_follow_on_a_finished_job(tmp_path: Path) -> None:
     script = "import sys\nfor n in range(1, 6): print(f'l{n}')\nsys.exit(3)"
     async with logstream.open_server(data_dir=tmp_path / "data") as server:
         result = await server.run([sys.executable, "-c", script])
         from_two = await run_cli("tail", "--from", "2", result.url)
         last_two = await run_cli("tail", "--tail", "2", result.url)
+        more_than_all = await run_cli("tail", "--tail", "9", result.url)
+        tail_none = await run_cli("tail", "--tail", "0", result.url)  # 204: nothing left
         at_end = await run_cli("tail", "--from", "5", result.url)  # 204: nothing left
         beyond = await run_cli("tail", "--from", "99", result.url)
         snapshot = await run_cli("tail", "--no-follow", result.url)
     assert (from_two.stdout, from_two.returncode) == (b"l3\nl4\nl5\n", 3)
     assert (last_two.stdout, last_two.returncode) == (b"l4\nl5\n", 3)
+    assert (more_than_all.stdout, more_than_all.returncode) == (b"l1\nl2\nl3\nl4\nl5\n", 3)
+    assert (tail_none.stdout, tail_none.stderr, tail_none.returncode) == (b"", b"", 3)
     assert (at_end.stdout, at_end.stderr, at_end.returncode) == (b"", b"", 3)
     assert (beyond.stdout, beyond.returncode) == (b"", 3)
     assert (snapshot.stdout, snapshot.returncode) == (b"l1\nl2\nl3\nl4\nl5\n", 3)
@@ -230,6 +311,88 @@ async def test_no_follow_on_a_running_job_prints_what_exists_and_exits_0(tmp_pat
     assert (nothing_new.stdout, nothing_new.returncode) == (b"", 0)
 
 
+def cli_with_ctrl_c(*args: str) -> list[str]:
+    """``cli(ARGS)`` with SIGINT as a terminal gives it, even if the tests run with it ignored."""
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", reset, *cli(*args)]
+
+
+async def test_ctrl_c_stops_tail_with_130_and_no_traceback(tmp_path: Path) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    async with (
+        logstream.open_server(data_dir=tmp_path / "data") as server,
+        trio.open_nursery() as nursery,
+    ):
+        job = await server.start([sys.executable, "-c", WAITING_SCRIPT, str(fifo), "20"])
+        stdout, stderr = bytearray(), bytearray()
+        with trio.fail_after(DEADLINE_S):
+            process = await trio.lowlevel.open_process(
+                cli_with_ctrl_c("tail", job.url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=cli_env(),
+            )
+            assert process.stdout is not None and process.stderr is not None
+            nursery.start_soon(read_all, process.stderr, stderr)
+            await read_until(process.stdout, stdout, b"line 10\n")
+            process.send_signal(signal.SIGINT)
+            returncode = await process.wait()
+            await release(fifo)
+    assert returncode == 130
+    assert bytes(stderr) == b"line 7\n"
+
+
+async def test_ctrl_c_again_stops_tail_when_its_output_is_stuck(tmp_path: Path) -> None:
+    # Nobody reads tail's stdout (a paused pager): it blocks writing. The first Ctrl-C may
+    # block again flushing what it has; the next one must end it at once.
+    script = "import time\nfor n in range(200_000): print(n)\ntime.sleep(3600)"
+    read_end, write_end = os.pipe()
+    try:
+        async with logstream.open_server(data_dir=tmp_path / "data") as server:
+            job = await server.start([sys.executable, "-c", script])
+            with trio.fail_after(DEADLINE_S):
+                process = await trio.lowlevel.open_process(
+                    cli_with_ctrl_c("tail", job.url),
+                    stdout=write_end,
+                    stderr=subprocess.PIPE,
+                    env=cli_env(),
+                )
+                os.close(write_end)
+                write_end = -1
+                assert process.stderr is not None
+                stderr = bytearray()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_all, process.stderr, stderr)
+                    # Nothing wakes a task as a pipe fills: poll it (under the deadline). Half
+                    # full is enough: more than a megabyte follows and a pipe can block its
+                    # writer before it holds its nominal size (a partly filled last page).
+                    half = fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) // 2
+                    while pipe_holds(read_end) < half:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    while process.returncode is None:
+                        process.send_signal(signal.SIGINT)
+                        with trio.move_on_after(1):
+                            await process.wait()
+            job.cancel()
+            await job.wait()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert process.returncode == 130
+    assert bytes(stderr) == b""
+
+
+def pipe_holds(fd: int) -> int:
+    count = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return int.from_bytes(count, sys.byteorder)
+
+
 async def test_unknown_job_and_missing_token_have_clear_messages_and_statuses(
     tmp_path: Path,
 ) -> None:
@@ -240,6 +403,9 @@ async def test_unknown_job_and_missing_token_have_clear_messages_and_statuses(
         wrong = await run_cli("tail", "--token", "wrong", result.url)
         from_env = await run_cli("tail", result.url, env=cli_env(LOGSTREAM_TOKEN="s3cret"))
         from_url = await run_cli("tail", f"{result.url}?token=s3cret")
+        # --tail asks GET /api/jobs/<ID> for its start: with the token too.
+        tail_token = await run_cli("tail", "--tail", "1", "--token", "s3cret", result.url)
+        tail_no_token = await run_cli("tail", "--tail", "1", result.url)
     assert unknown.returncode == EXIT_NO_SUCH_JOB
     assert unknown.stderr == f"logstream: no job nope at {server.url}\n".encode()
     assert no_token.returncode == EXIT_UNAUTHORIZED
@@ -247,6 +413,9 @@ async def test_unknown_job_and_missing_token_have_clear_messages_and_statuses(
     assert wrong.returncode == EXIT_UNAUTHORIZED
     assert b"token was refused" in wrong.stderr
     assert (from_env.returncode, from_url.returncode) == (0, 0)
+    assert (tail_token.returncode, tail_token.stderr) == (0, b"")
+    assert tail_no_token.returncode == EXIT_UNAUTHORIZED
+    assert b"token is required" in tail_no_token.stderr
 
 
 async def test_a_url_that_names_no_job_is_a_usage_error() -> None:
