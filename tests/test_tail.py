@@ -337,8 +337,11 @@ async def test_ctrl_c_stops_tail_with_130_and_no_traceback(tmp_path: Path) -> No
                 env=cli_env(),
             )
             assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(read_all, process.stderr, stderr)
+            # Lines 1-10 are all shown: between stdout and stderr the job's order is the order
+            # logstream read its pipes in, so the stderr line 7 may come after line 10.
             await read_until(process.stdout, stdout, b"line 10\n")
+            await read_until(process.stderr, stderr, b"line 7\n")
+            nursery.start_soon(read_all, process.stderr, stderr)
             process.send_signal(signal.SIGINT)
             returncode = await process.wait()
             await release(fifo)
