@@ -31,6 +31,7 @@ from logstream.ring import Block, Chunk
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 READ_BLOCK_BYTES = 1 << 20
+LAST_SEQ_SPAN_BYTES = 64 * 1024
 _last_id_time: dt.datetime | None = None
 
 
@@ -342,7 +343,9 @@ class LogReader:
         try:
             with open(self.path / "log", "rb") as file:
                 size = file.seek(0, os.SEEK_END)
-                span = READ_BLOCK_BYTES
+                # Most records are short: a small tail usually holds the last one. A record can
+                # be long (a line of 64 KiB with many CRs), so the span grows until one fits.
+                span = LAST_SEQ_SPAN_BYTES
                 while True:
                     file.seek(max(0, size - span))
                     data = file.read(span)

@@ -172,3 +172,11 @@ def test_one_reader_shared_by_many_threads_keeps_its_whole_index(tmp_path: Path)
     reader.read_after(0)  # loads whatever index entries are still new
     on_disk = list(logformat.unpack_index((tmp_path / "index").read_bytes()))
     assert reader._entries == on_disk
+
+
+def test_last_line_is_found_behind_a_record_longer_than_the_first_look(tmp_path: Path) -> None:
+    writer = LogWriter(tmp_path)
+    progress = "12%\r" * 40_000  # one 160,000-character line: a record of over 400 KB
+    writer.write([Block(1, 2, sse.encode_lines(1, ["short", progress]), 0)])
+    writer.close(sse.encode_end("succeeded", 0))
+    assert LogReader(tmp_path).last_seq() == 2
