@@ -206,6 +206,15 @@ def test_ansi_parser_and_group_markers_behave_like_a_terminal(
         ["b", 9, None, 0],
     ]
     assert out["range"] == [[120, 140], [7, 7], [3, 9], None]
+    assert out["folds"] == {
+        "gitlab": [["A", True], ["B", True], ["C", False], ["D", False]],
+        "buildkite": [["a", True], ["b", False], ["c", True], ["d", True]],
+        # With no +++ header, Buildkite leaves the last --- group unfolded.
+        "noExpanded": [["a", True], ["b", True], ["c", False], ["d", True]],
+        # `^^^ +++` unfolds the group it is in.
+        "expandPrevious": [["a", False], ["b", False], ["c", True]],
+        "github": [["g", False]],
+    }
 
 
 # ---- the log page ----------------------------------------------------------------------------
@@ -399,14 +408,18 @@ def test_groups_of_three_ci_dialects_fold_and_show_durations(
     )
     # GitLab sections carry their own timestamps: 42 s.
     expect(row(page, 6).locator(".gd")).to_have_text("42s")
+    # Buildkite's `---` starts folded (the log has a `+++`), its `+++` unfolded.
+    expect(row(page, 9).locator(".fold")).to_have_attribute("aria-expanded", "false")
+    expect(row(page, 9).locator(".gd")).to_have_text(re.compile(r"(^|· )1 line$"))
+    expect(row(page, 10)).to_have_count(0)
+    expect(row(page, 12)).to_be_visible()
     row(page, 1).locator(".fold").click()
+    expect(row(page, 1).locator(".fold")).to_have_attribute("aria-expanded", "false")
     expect(row(page, 2)).to_have_count(0)
     expect(row(page, 5)).to_have_count(0)
-    expect(row(page, 1).locator(".fold")).to_have_attribute("aria-expanded", "false")
     expect(row(page, 1).locator(".gd")).to_contain_text("4 lines")
     row(page, 9).locator(".fold").click()
-    expect(row(page, 10)).to_have_count(0)
-    expect(row(page, 11)).to_be_visible()
+    expect(row(page, 10)).to_contain_text("inside buildkite")
     row(page, 1).locator(".fold").click()
     expect(row(page, 3)).to_contain_text("inside github 1")
     # Keyboard: z folds all, Z unfolds all.
@@ -419,6 +432,183 @@ def test_groups_of_three_ci_dialects_fold_and_show_durations(
     assert assert_rows
     page.keyboard.press("Shift+Z")
     expect(row(page, 12)).to_be_visible()
+
+
+STAGED = r"""
+import os, sys, time
+gate = sys.argv[1]
+def wait(name):
+    while not os.path.exists(os.path.join(gate, name)):
+        time.sleep(0.02)
+def say(*lines):
+    for line in lines:
+        print(line, flush=True)
+say("\x1b[0Ksection_start:1700000000:deps[collapsed=true]\r\x1b[0KInstall deps", "installing")
+wait("go1")
+say("\x1b[0Ksection_end:1700000003:deps\r\x1b[0K", "--- Build", "compiling")
+wait("go2")
+say("--- Test", "testing")
+"""
+
+
+def test_groups_asked_to_start_folded_fold_once_they_end(
+    page: Page, tmp_path: Path, data_dir: Path
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    script = tmp_path / "staged.py"
+    script.write_text(STAGED)
+    job = start(
+        ["run", "--quiet", "--port", "0", "--linger", "60", "--data-dir", str(data_dir), "--",
+         "python3", str(script), str(gate)]
+    )  # fmt: skip
+    try:
+        page.goto(f"{job.base}/jobs/{job.job_id}")
+        # A `[collapsed=true]` section still running stays open: its lines are being followed.
+        expect(row(page, 2).locator(".x")).to_have_text("installing")
+        expect(row(page, 1).locator(".fold")).to_have_attribute("aria-expanded", "true")
+        (gate / "go1").touch()
+        # Ended, it folds; the Buildkite `---` group now running stays open.
+        expect(row(page, 1).locator(".fold")).to_have_attribute("aria-expanded", "false")
+        expect(row(page, 2)).to_have_count(0)
+        expect(row(page, 5)).to_contain_text("compiling")
+        (gate / "go2").touch()
+        expect(page.locator("#conn")).to_have_attribute("data-state", "ended")
+        # `---` groups fold, except the last when no `+++` group exists (Buildkite's rule).
+        expect(row(page, 4).locator(".fold")).to_have_attribute("aria-expanded", "false")
+        expect(row(page, 5)).to_have_count(0)
+        expect(row(page, 7)).to_contain_text("testing")
+        expect(row(page, 6).locator(".fold")).to_have_attribute("aria-expanded", "true")
+        # A permalink into a folded group shows its line; `j` skips the lines of folded groups.
+        page.goto(f"{job.base}/jobs/{job.job_id}#L5")
+        expect(row(page, 5)).to_have_class(re.compile(r"\bsel\b"))
+        expect(row(page, 4).locator(".fold")).to_have_attribute("aria-expanded", "true")
+        expect(row(page, 1).locator(".fold")).to_have_attribute("aria-expanded", "false")
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => location.hash === ''")
+        row(page, 1).locator(".n").click()
+        page.wait_for_function("() => location.hash === '#L1'")
+        page.keyboard.press("j")
+        page.wait_for_function("() => location.hash === '#L4'")
+    finally:
+        job.stop()
+
+
+def test_keyboard_moves_the_selection_jumps_searches_and_shows_help(
+    page: Page, serve: Child, data_dir: Path
+) -> None:
+    job_id = finished_job(data_dir, "python3", str(SAMPLES / "firehose.py"), "3000")
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    expect(row(page, 3000)).to_be_in_viewport()
+    page.keyboard.press("g")
+    expect(row(page, 1)).to_be_in_viewport()
+    expect(page.locator("#follow-toggle")).to_have_attribute("aria-pressed", "false")
+    # With nothing selected, `j` selects the top line; then each `j`/`k` moves one line, and
+    # the view scrolls to keep the selection in sight.
+    page.keyboard.press("j")
+    page.wait_for_function("() => location.hash === '#L1'")
+    for _ in range(59):
+        page.keyboard.press("j")
+    page.wait_for_function("() => location.hash === '#L60'")
+    expect(row(page, 60)).to_have_class(re.compile(r"\bsel\b"))
+    expect(row(page, 60)).to_be_in_viewport()
+    for _ in range(5):
+        page.keyboard.press("k")
+    page.wait_for_function("() => location.hash === '#L55'")
+    expect(page.locator("#selection-what")).to_have_text("Line 55")
+    expect(page.locator("#rows .r.sel")).to_have_count(1)
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => location.hash === ''")
+    expect(page.locator("#selection")).to_be_hidden()
+    # `G`: the last line, following again.
+    page.keyboard.press("Shift+G")
+    expect(row(page, 3000)).to_be_in_viewport()
+    expect(page.locator("#follow-toggle")).to_have_attribute("aria-pressed", "true")
+    # `/` focuses the search box (the key is not typed into it); `Esc` clears it and leaves.
+    page.keyboard.press("/")
+    expect(page.locator("#search")).to_be_focused()
+    expect(page.locator("#search")).to_have_value("")
+    page.keyboard.type("line 2999")
+    expect(page.locator("#search-count")).to_have_text("1 / 1")
+    page.keyboard.press("Escape")
+    expect(page.locator("#search")).to_have_value("")
+    expect(page.locator("#log")).to_be_focused()
+    # `?` opens the list of keys; keys do nothing else while it is open; `Esc` closes it.
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    expect(page.locator("#help")).to_contain_text("select the next / previous line")
+    page.keyboard.press("g")
+    page.keyboard.press("Escape")
+    expect(page.locator("#help")).to_be_hidden()
+    expect(page.locator("#follow-toggle")).to_have_attribute("aria-pressed", "true")
+    expect(row(page, 3000)).to_be_in_viewport()
+
+
+LONG_LINE = " ".join(f"word{n}" for n in range(150))
+
+
+def test_wrap_toggles_between_wrapping_and_scrolling_long_lines(
+    page: Page, serve: Child, data_dir: Path
+) -> None:
+    job_id = finished_job(data_dir, "python3", "-c", f"print('short'); print({LONG_LINE!r})")
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    expect(row(page, 2)).to_contain_text("word149")
+    wrapped = """() => {
+        const log = document.getElementById("log");
+        const long = document.querySelector('#rows .r[data-s="2"]');
+        const short = document.querySelector('#rows .r[data-s="1"]');
+        return {
+            space: getComputedStyle(long.querySelector(".x")).whiteSpace,
+            tall: long.offsetHeight / short.offsetHeight,
+            scrolls: log.scrollWidth > log.clientWidth,
+        };
+    }"""
+    # Not wrapped (the default at 1100 px): one row high, the log scrolls sideways.
+    expect(page.locator("#wrap")).to_have_attribute("aria-pressed", "false")
+    assert page.evaluate(wrapped) == {"space": "pre", "tall": 1, "scrolls": True}
+    page.keyboard.press("w")
+    expect(page.locator("#log")).to_have_class(re.compile(r"\bwrap\b"))
+    page.wait_for_function(f"() => ({wrapped})().tall >= 3")
+    state = page.evaluate(wrapped)
+    assert state["space"] == "pre-wrap" and not state["scrolls"], state
+    # Remembered across a reload.
+    page.reload()
+    expect(page.locator("#wrap")).to_have_attribute("aria-pressed", "true")
+    expect(row(page, 2)).to_contain_text("word149")
+    page.wait_for_function(f"() => ({wrapped})().tall >= 3")
+    page.locator("#wrap").click()
+    expect(page.locator("#wrap")).to_have_attribute("aria-pressed", "false")
+    page.wait_for_function(f"() => ({wrapped})().tall === 1")
+    assert page.evaluate(wrapped)["scrolls"] is True
+
+
+def test_copy_buttons_and_c_put_the_plain_text_on_the_clipboard(
+    page: Page, serve: Child, data_dir: Path
+) -> None:
+    job_id = finished_job(
+        data_dir, "python3", "-c",
+        r"print('first'); print('\x1b[1;31mred\x1b[0m and\tplain'); print('third')",
+    )  # fmt: skip
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=serve.base)
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    expect(row(page, 2).locator(".x")).to_have_text("red and    plain")
+    clipboard = "() => navigator.clipboard.readText()"
+    # The one copy button moves into the hovered row's gutter.
+    row(page, 2).hover()
+    button = row(page, 2).locator(".cp")
+    expect(button).to_be_visible()
+    button.click()
+    expect(page.locator("#flash")).to_have_text("copied line")
+    # The line as text: escapes gone, the tab kept (what a paste into an editor should get).
+    assert page.evaluate(clipboard) == "red and\tplain"
+    expect(page.locator("#selection")).to_be_hidden()  # copying does not select
+    # `c` copies the selected range.
+    row(page, 1).locator(".n").click()
+    row(page, 3).locator(".n").click(modifiers=["Shift"])
+    page.wait_for_function("() => location.hash === '#L1-L3'")
+    page.keyboard.press("c")
+    expect(page.locator("#flash")).to_have_text("copied 3 lines")
+    assert page.evaluate(clipboard) == "first\nred and\tplain\nthird"
 
 
 def test_a_million_line_job_opens_at_its_tail_quickly(

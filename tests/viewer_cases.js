@@ -32,6 +32,22 @@ async () => {
     {kind: "start", style: "bk", name: "a", seq: 7}, {kind: "start", style: "bk", name: "b", seq: 9},
   ]);
   out.groups = g.map((x) => [x.name, x.start, x.end, x.depth]);
+  // Which sections start folded: GitLab's [collapsed=true]; Buildkite's ---/~~~ but not +++.
+  const folds = (lines) => {
+    const markers = lines.map((t, i) => ({...model.parseMarker(t), seq: i + 1}));
+    return model.pairGroups(markers).map((x) => [x.name, x.collapsed]);
+  };
+  out.folds = {
+    gitlab: folds([
+      "\x1b[0Ksection_start:1:a[collapsed=true]\r\x1b[0KA", "section_end:2:a",
+      "section_start:3:b[hide_duration=true,collapsed=true]\r\x1b[0KB", "section_end:4:b",
+      "section_start:5:c[collapsed=false]\r\x1b[0KC", "section_end:6:c", "section_start:7:d\r\x1b[0KD",
+    ]),
+    buildkite: folds(["--- a", "+++ b", "~~~ c", "--- d"]),
+    noExpanded: folds(["--- a", "~~~ b", "--- c", "~~~ d"]),
+    expandPrevious: folds(["--- a", "^^^ +++", "+++ b", "--- c"]),
+    github: folds(["::group::g", "::endgroup::"]),
+  };
   out.range = [model.parseRange("#L120-L140"), model.parseRange("#L7"), model.parseRange("#L9-L3"),
                model.parseRange("#x")];
   return out;

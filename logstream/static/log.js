@@ -561,7 +561,8 @@ async function start() {
 }
 
 view.onRendered = () => {
-  $("log").style.setProperty("--nw", `${String(store.last || 1).length + 3}ch`);
+  // Room for the number, its padding and, left of it, the copy button: never over the number.
+  $("log").style.setProperty("--nw", `${String(store.last || 1).length + 4}ch`);
 };
 
 start();

@@ -16,7 +16,8 @@
 // Group markers (GitHub `::group::`, GitLab `section_start:`, Buildkite `--- `/`+++ `) are
 // recognised as lines are stored; `groups()` pairs them into sections whenever markers changed.
 // A section whose end is not known yet (not loaded, or the job still runs) is open: it extends to
-// the last line.
+// the last line. Each section also says whether its author wants it folded at first (GitLab's
+// `[collapsed=true]`, Buildkite's `---` and `~~~`); the view decides when to honour that.
 
 import { renderLine } from "./ansi.js";
 
@@ -172,12 +173,16 @@ const GITLAB_END = /section_end:(\d+):([A-Za-z0-9_.-]+)/;
 
 /**
  * A group marker in a line's raw text, or null.
- * @returns {{kind: "start"|"end", style: "gh"|"gl"|"bk", name: string, ts?: number, seq?: number} | null}
+ * `collapsed`: the author asked for the section to start folded (GitLab `[collapsed=true]`,
+ * Buildkite `---` / `~~~`); `sigil`: a Buildkite header's `---`, `+++` or `~~~`. Buildkite's
+ * `^^^ +++` ("expand the group this line is in") is the marker `{kind: "expand", style: "bk"}`.
+ * @returns {{kind: "start"|"end"|"expand", style: "gh"|"gl"|"bk", name: string, ts?: number,
+ *   seq?: number, collapsed?: boolean, sigil?: string} | null}
  */
 export function parseMarker(text) {
   // Cheap rejections first: this runs on every stored line.
   const c = text.charCodeAt(0);
-  if (c !== 58 && c !== 45 && c !== 43 && c !== 126 && text.indexOf("section_") < 0) {
+  if (c !== 58 && c !== 45 && c !== 43 && c !== 126 && c !== 94 && text.indexOf("section_") < 0) {
     if (c !== 27) return null;
   }
   const bare = text.indexOf("\x1b") >= 0 ? text.replace(ESCAPES, "") : text;
@@ -189,19 +194,26 @@ export function parseMarker(text) {
   if (m) {
     // The header GitLab shows is what the terminal shows: the text after the \r.
     const shown = renderLine(text).plain.trim();
-    return { kind: "start", style: "gl", name: shown || m[2], key: m[2], ts: +m[1] * 1000 };
+    const collapsed = /[[,]\s*collapsed=true\s*[,\]]/.test(m[3] ?? "");
+    const ts = +m[1] * 1000;
+    return { kind: "start", style: "gl", name: shown || m[2], key: m[2], ts, collapsed };
   }
   m = GITLAB_END.exec(bare);
   if (m) return { kind: "end", style: "gl", name: "", key: m[2], ts: +m[1] * 1000 };
+  if (/^\^\^\^ \+\+\+\s*$/.test(bare)) return { kind: "expand", style: "bk", name: "" };
   m = /^(---|\+\+\+|~~~) (.*)$/.exec(bare);
-  if (m) return { kind: "start", style: "bk", name: m[2].trim() };
+  if (m) {
+    return { kind: "start", style: "bk", name: m[2].trim(), sigil: m[1], collapsed: m[1] !== "+++" };
+  }
   return null;
 }
 
 /**
- * Pair markers (sorted by seq) into sections {start, end, name, style, depth, startTs, endTs}.
- * `end` is the last line of the section (the end marker for GitHub and GitLab; the line before the
- * next header for Buildkite) or null while open.
+ * Pair markers (sorted by seq) into sections {start, end, name, style, depth, startTs, endTs,
+ * collapsed}. `end` is the last line of the section (the end marker for GitHub and GitLab; the
+ * line before the next header for Buildkite) or null while open. `collapsed` is whether the section
+ * should start folded; Buildkite's rules: `---` and `~~~` fold, `+++` does not, `^^^ +++` unfolds
+ * the group it is in, and with no `+++` header at all the last `---` group is left unfolded.
  */
 export function pairGroups(markers) {
   const groups = [];
@@ -217,9 +229,13 @@ export function pairGroups(markers) {
       const group = {
         start: m.seq, end: null, name: m.name, style: m.style, key: m.key,
         depth: stack.length, startTs: m.ts ?? null, endTs: null,
+        collapsed: !!m.collapsed, sigil: m.sigil ?? null,
       };
       groups.push(group);
       stack.push(group);
+    } else if (m.kind === "expand") {
+      const open = stack.findLast((g) => g.style === m.style);
+      if (open) open.collapsed = false;
     } else {
       let at = -1;
       for (let k = stack.length - 1; k >= 0; k--) {
@@ -233,6 +249,11 @@ export function pairGroups(markers) {
         closeFrom(at, m.seq);
       }
     }
+  }
+  const buildkite = groups.filter((g) => g.style === "bk");
+  if (!buildkite.some((g) => g.sigil === "+++")) {
+    const last = buildkite.findLast((g) => g.sigil === "---");
+    if (last) last.collapsed = false;
   }
   return groups;
 }

@@ -42,6 +42,9 @@ export class LogView {
     this.ended = false;
     this.endedMs = null;
     this.collapsed = new Set();
+    /** Groups (by start) whose author-given fold state was applied, or that the user overrode. */
+    this.decided = new Set();
+    this.defaultsKey = "";
     this.selection = null;
     this.search = { query: "", matches: new Set(), current: 0 };
     /** Bumped whenever something every rendered row depends on changes. */
@@ -109,8 +112,55 @@ export class LogView {
       this.following = false;
       this.onFollow(false);
     }
+    this.unfoldAround(seq);
     this.pending = { seq, offset: Math.round(this.scroller.clientHeight * fraction), until: true };
     this.schedule();
+  }
+
+  /** Unfold the folded groups that hide line `seq` (a permalink, a search match): show it. */
+  unfoldAround(seq) {
+    let changed = false;
+    for (const g of this.store.groups()) {
+      if (g.start >= seq) break;
+      if (this.collapsed.has(g.start) && seq <= (g.end ?? this.store.last)) {
+        this.collapsed.delete(g.start);
+        changed = true;
+      }
+    }
+    if (changed) {
+      this.heights.clear();
+      this.restyle();
+    }
+  }
+
+  /**
+   * Fold the groups their authors asked to start folded (GitLab `[collapsed=true]`, Buildkite
+   * `---`), each once: when it has ended, so the lines of a running group never disappear while
+   * they are followed, and never the group the user is reading in (the selection, a pending jump,
+   * the top of the view). A group the user folded or unfolded keeps the user's choice.
+   */
+  applyDefaultFolds() {
+    const key = `${this.store.markersVersion}|${this.ended}`;
+    if (key === this.defaultsKey) return;
+    this.defaultsKey = key;
+    let reading = null;
+    let changed = false;
+    for (const g of this.store.groups()) {
+      if (this.decided.has(g.start) || (g.end == null && !this.ended)) continue;
+      this.decided.add(g.start);
+      if (!g.collapsed) continue;
+      if (reading === null) {
+        reading = [this.selection?.[0], this.pending?.seq, this.following ? 0 : this.firstVisible()];
+      }
+      const end = g.end ?? this.store.last;
+      if (reading.some((seq) => seq > g.start && seq <= end)) continue;
+      this.collapsed.add(g.start);
+      changed = true;
+    }
+    if (changed) {
+      this.heights.clear();
+      this.look++;
+    }
   }
 
   /** Whether line `seq` is rendered and wholly inside the viewport. */
@@ -139,6 +189,7 @@ export class LogView {
   }
 
   toggleGroup(start) {
+    this.decided.add(start);
     const row = this.rowElement(start);
     const offset = row ? this.rowTop(row) - this.scroller.scrollTop : 0;
     if (this.collapsed.has(start)) this.collapsed.delete(start);
@@ -156,7 +207,10 @@ export class LogView {
   setAllGroups(collapsed) {
     this.keepPlace();
     this.collapsed.clear();
-    if (collapsed) for (const g of this.store.groups()) this.collapsed.add(g.start);
+    for (const g of this.store.groups()) {
+      this.decided.add(g.start);
+      if (collapsed) this.collapsed.add(g.start);
+    }
     this.heights.clear();
     this.restyle();
   }
@@ -176,6 +230,7 @@ export class LogView {
     const store = this.store;
     this.updateWindow();
     this.empty.hidden = store.last > 0;
+    this.applyDefaultFolds();
     this.hidden = this.hiddenRanges();
     const anchor = this.pending ?? (this.following ? null : this.captureAnchor());
     this.updateBars();
@@ -581,8 +636,8 @@ export class LogView {
     const parts = [];
     if (ms != null) parts.push(formatDuration(ms));
     if (this.collapsed.has(group.start)) {
-      const end = group.end ?? this.store.last;
-      parts.push(`${(end - group.start).toLocaleString()} lines`);
+      const lines = (group.end ?? this.store.last) - group.start;
+      parts.push(`${lines.toLocaleString()} ${lines === 1 ? "line" : "lines"}`);
     }
     return parts.join(" · ");
   }
