@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import trio
 
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
-from logstream.jobsfile import load_jobs_file
+from logstream.jobsfile import JobsFile, load_jobs_file
 from logstream.launch import JobHandle, JobSupervisor
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
@@ -246,6 +247,24 @@ async def open_server(
     if not is_loopback(host) and not token:
         raise ValueError(f"refusing to listen on {host} without a token")
     jobs = load_jobs_file(Path(jobs_file)) if jobs_file is not None else None
+    async with serve(settings, jobs, end_wait_s=end_wait_s) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serve(
+    settings: Settings,
+    jobs: JobsFile | None = None,
+    *,
+    sock: socket.socket | None = None,
+    end_wait_s: float = END_WAIT_S,
+) -> AsyncIterator[Server]:
+    """The server of ``open_server``, from ready ``Settings`` (``logstream serve`` uses it too).
+
+    ``sock``: a socket already bound with ``bind_socket``. On leaving, running jobs are
+    cancelled and their logs finished, viewers get up to ``end_wait_s`` to receive the end
+    events, then every stream ends and the server stops.
+    """
     data = DataDir(settings.data_dir)
     data.create()
     catalog = Catalog(data)
@@ -256,7 +275,7 @@ async def open_server(
     add_task_routes(app, tasks)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound_host, bound_port = await nursery.start(serve_http, app, settings, stop)
+        bound_host, bound_port = await nursery.start(serve_http, app, settings, stop, sock)
         await nursery.start(supervisor.run)
         server = Server(
             format_url(settings.scheme, bound_host, bound_port), settings, supervisor, tasks, state
@@ -267,8 +286,16 @@ async def open_server(
             with trio.CancelScope(shield=True):
                 supervisor.close()
                 await supervisor.wait_closed()
-                with trio.move_on_after(end_wait_s):
-                    await state.wait_no_streams()
-                state.shut_down()
-                stop.set()
-            nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1
+                if end_wait_s > 0:
+                    with trio.move_on_after(end_wait_s):
+                        await state.wait_no_streams()
+            stop_serving(nursery, state, stop, settings)
+
+
+def stop_serving(
+    nursery: trio.Nursery, state: AppState, stop: trio.Event, settings: Settings
+) -> None:
+    """End every stream (clients resume later), stop the server, and bound the wait."""
+    state.shut_down()
+    stop.set()
+    nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1

@@ -19,16 +19,16 @@ from typing import Any, TypeVar
 import click
 import trio
 
+from logstream import api
 from logstream import tail as tail_module
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
-from logstream.launch import JobSupervisor, create_job
+from logstream.launch import create_job
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url, serve_http
 from logstream.store import DataDir, default_data_dir
-from logstream.taskrunner import TaskRunner, add_task_routes
 from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -246,7 +246,7 @@ async def _run(
                 with trio.move_on_after(END_WAIT_S):
                     await state.wait_no_streams()
             forwarding.cancel()
-            _stop_serving(nursery, state, stop_server, settings)
+            api.stop_serving(nursery, state, stop_server, settings)
     return result.exit_code
 
 
@@ -283,15 +283,6 @@ def _open_data_dir(settings: Settings) -> DataDir:
             f"cannot use the data directory {settings.data_dir}: {error.strerror}"
         ) from None
     return data_dir
-
-
-def _stop_serving(
-    nursery: trio.Nursery, state: Any, stop_server: trio.Event, settings: Settings
-) -> None:
-    """End every stream (clients resume later), stop the server, and bound the wait."""
-    state.shut_down()
-    stop_server.set()
-    nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1
 
 
 @cli.command()
@@ -336,27 +327,21 @@ async def _serve(
 ) -> int:
     sock = _bind(settings)
     data_dir = _open_data_dir(settings)
-    catalog = Catalog(data_dir)
-    app = create_app(catalog, settings)
-    state = app.extensions["logstream"]
-    supervisor = JobSupervisor(catalog)
-    add_task_routes(app, TaskRunner(supervisor, settings, jobs))
-    stop_server = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
-            await nursery.start(supervisor.run)
+        # On SIGTERM streams end at once (clients resume later); running jobs are cancelled
+        # and their logs finished before the server stops.
+        async with (
+            api.serve(settings, jobs, sock=sock, end_wait_s=0) as server,
+            trio.open_nursery() as nursery,
+        ):
             freeze_startup_heap()
-            say(f"serving at {format_url(settings.scheme, host, port)}/")
+            say(f"serving at {server.url}/")
             if keep_days is not None or keep_jobs is not None:
                 nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
             async for _signum in signals:
                 break
             say("shutting down")
-            # Running jobs are cancelled and their logs finished before the server stops.
-            supervisor.close()
-            await supervisor.wait_closed()
-            _stop_serving(nursery, state, stop_server, settings)
+            nursery.cancel_scope.cancel()
     return 0
 
 
