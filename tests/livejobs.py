@@ -61,21 +61,6 @@ def has_lines(count: int) -> Callable[[list[Event]], bool]:
     return lambda events: sum(e.id is not None for e in events) >= count
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is in process group ``pgid``."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
 def cli_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LOGSTREAM_TOKEN", None)

@@ -12,7 +12,8 @@ import trio
 import logstream
 from logstream.store import DataDir
 
-from .livejobs import DEADLINE_S, ROOT, cli_env, group_alive, has_lines, read_events
+from .livejobs import DEADLINE_S, ROOT, cli_env, has_lines, read_events
+from .processes import live_processes_in_group
 
 
 async def test_run_returns_the_result_and_the_log_is_served(tmp_path: Path) -> None:
@@ -51,7 +52,7 @@ async def test_start_returns_at_once_and_cancel_ends_the_job(tmp_path: Path) -> 
             job.cancel()
             result = await job.wait()
     assert (result.status, result.exit_code) == ("cancelled", 128 + signal.SIGTERM)
-    assert not group_alive(pgid)
+    assert live_processes_in_group(pgid) == []
 
 
 async def test_timeout_cancels_and_leaving_the_block_cancels_running_jobs(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ async def test_timeout_cancels_and_leaving_the_block_cancels_running_jobs(tmp_pa
     assert slow.status == "cancelled"
     data = DataDir(tmp_path / "data")
     assert data.read_job(left.id).status == "cancelled"
-    assert not group_alive(pgid)
+    assert live_processes_in_group(pgid) == []
 
 
 async def test_start_defined_runs_a_job_of_the_jobs_file(tmp_path: Path) -> None:

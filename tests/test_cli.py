@@ -13,7 +13,14 @@ import httpx
 import pytest
 import trio
 
-from .processes import DEADLINE_S, URL_LINE, Logstream, live_processes_in_group, start_logstream
+from .processes import (
+    DEADLINE_S,
+    URL_LINE,
+    Logstream,
+    is_running,
+    live_processes_in_group,
+    start_logstream,
+)
 
 PY = sys.executable
 
@@ -253,7 +260,7 @@ async def test_a_process_that_left_the_group_with_setsid_is_stopped_too(
     )
     assert code == 0
     pid = int(bytes(running.stdout).split()[1])
-    assert not _running(pid)
+    assert not is_running(pid)
 
 
 async def test_closed_stdout_or_a_full_disk_behind_it_keeps_the_exit_status(
@@ -287,14 +294,6 @@ def _only_job(data_dir: Path) -> dict[str, object] | None:
         return json.loads((job_dir / "job.json").read_text())  # type: ignore[no-any-return]
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 async def test_a_full_data_dir_keeps_the_job_running_and_its_exit_status(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import trio
 import logstream
 from logstream.store import DataDir
 
-from .livejobs import DEADLINE_S, cli, cli_env, group_alive, has_lines, read_events
+from .livejobs import DEADLINE_S, cli, cli_env, has_lines, read_events
+from .processes import live_processes_in_group
 
 JSON = {"Content-Type": "application/json"}
 JOBS = f"""
@@ -147,13 +148,13 @@ async def test_cancel_ends_the_job_cancelled_and_leaves_no_process(tmp_path: Pat
         job = (await start(client, "sleeper")).json()
         first = await read_events(server.url, job["id"], until=has_lines(1))
         pgid = int(first.lines[0][1])
-        assert group_alive(pgid)
+        assert live_processes_in_group(pgid)
         response = await client.post(f"/api/jobs/{job['id']}/cancel", headers=JSON)
         assert response.status_code == 202
         assert response.json()["id"] == job["id"]
         events = await read_events(server.url, job["id"])
         assert events.end == {"status": "cancelled", "exit_code": 128 + signal.SIGTERM}
-        assert not group_alive(pgid)
+        assert live_processes_in_group(pgid) == []
         again = await client.post(f"/api/jobs/{job['id']}/cancel", headers=JSON)
         assert again.status_code == 409
         assert "already ended" in again.json()["error"]
@@ -232,4 +233,4 @@ async def test_serve_cancels_running_jobs_and_finishes_their_logs_on_sigterm(
         assert await process.wait() == 0
     finished = DataDir(data).read_job(job["id"])
     assert (finished.status, finished.exit_code) == ("cancelled", 128 + signal.SIGTERM)
-    assert not group_alive(pgid)
+    assert live_processes_in_group(pgid) == []
