@@ -117,7 +117,7 @@ def serve_one(stack: str, count: int) -> None:
 _CLIENT = """
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
 while True:
     data = s.recv(1 << 20)
     if not data or data.endswith(b"0\\r\\n\\r\\n"):

@@ -59,7 +59,7 @@ def main() -> None:
     match = re.search(r"live at http://([\d.]+):(\d+)/jobs/(\S+)", first)
     assert match, first
     host, port, job_id = match[1], int(match[2]), match[3]
-    request = f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    request = f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     sockets = []
     for _ in range(clients):
         sock = socket.socket()

@@ -38,7 +38,6 @@ from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
 from logstream.jobsfile import JobsFile, load_jobs_file
 from logstream.launch import JobHandle, JobSupervisor
-from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.runner import GRACE_S
 from logstream.server import format_url, serve_http
@@ -167,7 +166,7 @@ class Server:
             env={**os.environ, **env} if env else None,
             pty=pty,
             tee=tee,
-            masker=Masker.from_env(self.settings.masks),
+            masker=self.settings.job_masker(),
             ring_lines=self.settings.ring_lines,
             timeout_s=timeout_s,
             grace_s=grace_s,
@@ -222,6 +221,7 @@ async def open_server(
     ring_lines: int = DEFAULT_RING_LINES,
     masks: Sequence[str] = (),
     cors_origin: str | None = None,
+    allow_hosts: Sequence[str] = (),
     end_wait_s: float = END_WAIT_S,
 ) -> AsyncIterator[Server]:
     """Serve live logs for as long as the ``async with`` block runs (call inside trio).
@@ -231,6 +231,8 @@ async def open_server(
     ``token``: require it from every client (§7); a host outside loopback needs one.
     ``jobs_file``: a TOML jobs file whose jobs ``POST /api/jobs`` (and ``start_defined``)
     may start. ``masks``: environment variables whose values become ``***`` in the logs.
+    ``allow_hosts``: host names answered besides loopback when there is no token (the
+    ``Host`` check against DNS rebinding, docs/security.md).
 
     On leaving the block, running jobs are cancelled and their logs finished, then viewers
     get up to ``end_wait_s`` to receive the end events before the server stops.
@@ -243,6 +245,7 @@ async def open_server(
         ring_lines=ring_lines,
         masks=tuple(masks),
         cors_origin=cors_origin,
+        allow_hosts=tuple(allow_hosts),
     )
     if not is_loopback(host) and not token:
         raise ValueError(f"refusing to listen on {host} without a token")

@@ -18,6 +18,8 @@ class Catalog:
         self._live: dict[str, LiveLog] = {}
         self._files: OrderedDict[str, FileLog] = OrderedDict()
         self._changed = trio.Event()
+        #: Counts the changes this process made (``notify``): readers know theirs is stale.
+        self.version = 0
 
     def add_live(self, log: LiveLog) -> None:
         self._live[log.job.id] = log
@@ -32,6 +34,7 @@ class Catalog:
 
     def notify(self) -> None:
         """A job started or ended: wake job-list streams."""
+        self.version += 1
         self._changed.set()
         self._changed = trio.Event()
 

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 
 import click
 import trio
+from click.core import ParameterSource
 
 from logstream import api
 from logstream import tail as tail_module
 from logstream.catalog import Catalog
-from logstream.config import Settings, is_loopback
+from logstream.config import DEFAULT_MAX_STREAMS, Settings, is_loopback
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
 from logstream.launch import create_job
-from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url, serve_http
 from logstream.store import DataDir, default_data_dir
@@ -81,7 +81,22 @@ def server_options(function: F) -> F:
             "--token",
             envvar="LOGSTREAM_TOKEN",
             default=None,
-            help="Require this token (Bearer header, ?token= or cookie).",
+            help="Require this token (Bearer header, ?token= or cookie). Prefer "
+            "LOGSTREAM_TOKEN or --token-file: other local users can read a command line.",
+        ),
+        click.option(
+            "--token-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Read the token from this file (its first line).",
+        ),
+        click.option(
+            "--allow-host",
+            "allow_hosts",
+            multiple=True,
+            metavar="NAME",
+            help="Also answer requests addressed to this host name (repeatable; without a "
+            "token only loopback names are answered).",
         ),
         click.option(
             "--no-auth", is_flag=True, help="Allow a non-loopback address without a token."
@@ -97,8 +112,10 @@ def server_options(function: F) -> F:
         click.option(
             "--max-streams",
             type=click.IntRange(min=1),
-            default=None,
-            help="Most event streams at once; more are told to retry later.",
+            default=DEFAULT_MAX_STREAMS,
+            show_default=True,
+            help="Most event streams at once (job logs and job lists); more are told to "
+            "retry later.",
         ),
         click.option(
             "--write-timeout",
@@ -132,6 +149,8 @@ def make_settings(options: dict[str, Any]) -> Settings:
     masks = list(options.pop("masks", ()))
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
+    options["token"] = read_token(options.pop("token_file", None), options.get("token"))
+    options["allow_hosts"] = tuple(options.get("allow_hosts", ()))
     settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
     if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
         raise UsageError(
@@ -139,6 +158,28 @@ def make_settings(options: dict[str, Any]) -> Settings:
             "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
         )
     return settings
+
+
+def read_token(token_file: Path | None, token: str | None) -> str | None:
+    """The token of ``--token-file`` (its first line), else ``token``; a bad file is an error.
+
+    The file wins over ``LOGSTREAM_TOKEN``; with ``--token`` on the command line too it is
+    ambiguous, and refused.
+    """
+    if token_file is None:
+        return token
+    context = click.get_current_context(silent=True)
+    if context is not None and context.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        raise UsageError("give --token or --token-file, not both")
+    try:
+        text = token_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the token file {token_file}: {error}") from None
+    lines = text.splitlines()
+    value = lines[0].strip() if lines else ""
+    if not value:
+        raise UsageError(f"the token file {token_file} is empty")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -219,7 +260,7 @@ async def _run(
                 name=name,
                 pty=pty,
                 tee=not quiet,
-                masker=Masker.from_env(settings.masks),
+                masker=settings.job_masker(),
                 ring_lines=settings.ring_lines,
             )
             job_id = job.id
@@ -376,7 +417,14 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
     "--token",
     envvar="LOGSTREAM_TOKEN",
     default=None,
-    help="The server's token (sent as a Bearer header).",
+    help="The server's token (sent as a Bearer header). Prefer LOGSTREAM_TOKEN or "
+    "--token-file: other local users can read a command line.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the server's token from this file (its first line).",
 )
 @click.option(
     "--reconnect-for",
@@ -392,6 +440,7 @@ def tail_command(
     tail_lines: int | None,
     no_follow: bool,
     token: str | None,
+    token_file: Path | None,
     reconnect_for: float,
 ) -> int:
     """Follow a job's log: stdout lines to stdout, stderr lines to stderr.
@@ -409,6 +458,7 @@ def tail_command(
     """
     if after is not None and tail_lines is not None:
         raise UsageError("tail: give --from or --tail, not both")
+    token = read_token(token_file, token)
     try:
         return trio.run(
             functools.partial(

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from logstream.hosts import HostPolicy
+from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 
 DEFAULT_PORT = 8765
+#: Event streams (job logs and the job list) one server keeps open at most by default. A
+#: stream costs little, but one whose client stalls holds up to ``stream_chunk_bytes`` in
+#: flight: unbounded, enough connections exhaust memory and file descriptors.
+DEFAULT_MAX_STREAMS = 2000
+#: Environment variables that carry logstream's own tokens: never passed on to a job.
+TOKEN_VARIABLES = ("LOGSTREAM_TOKEN", "LOGSTREAM_INGEST_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -21,7 +31,10 @@ class Settings:
     token: str | None = None
     no_auth: bool = False
     masks: tuple[str, ...] = ()
-    max_streams: int | None = None
+    #: ``None``: no limit (only for tests and embedding; the command line always sets one).
+    max_streams: int | None = DEFAULT_MAX_STREAMS
+    #: Host names served besides loopback when there is no token (DNS rebinding defence).
+    allow_hosts: tuple[str, ...] = ()
     cors_origin: str | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
@@ -42,6 +55,20 @@ class Settings:
     @property
     def scheme(self) -> str:
         return "https" if self.certfile else "http"
+
+    def job_masker(self, environ: Mapping[str, str] = os.environ) -> Masker:
+        """A masker for one job: the ``--mask`` variables' values and every token value."""
+        tokens = [self.token, *(environ.get(name) for name in TOKEN_VARIABLES)]
+        return Masker.from_env(self.masks, environ, secrets=tokens)
+
+    def host_policy(self) -> HostPolicy:
+        """Which ``Host`` and ``Origin`` values requests may carry (docs/security.md)."""
+        return HostPolicy.build(
+            bind_host=self.host,
+            allow_hosts=self.allow_hosts,
+            token=bool(self.token),
+            cors_origin=self.cors_origin,
+        )
 
 
 def is_loopback(host: str) -> bool:

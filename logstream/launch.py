@@ -137,7 +137,7 @@ async def create_job(
     environment (``None``: ours); ``tee`` copies the output to our stdout and stderr.
     """
     data_dir: DataDir = catalog.data_dir
-    masker = masker or Masker(())
+    masker = masker if masker is not None else Masker()
     job_id, path = data_dir.new_job_dir()
     lock_fd = hold_run_lock(path)
     try:

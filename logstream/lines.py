@@ -14,9 +14,14 @@ Theory of operation:
   boundaries, into pieces of at most ``limit`` bytes; nothing is dropped. An unfinished line
   longer than ``2 * limit`` bytes is cut as it arrives, so memory stays bounded by the limit
   whatever the command writes; the pieces are the same as if the whole line had arrived at once.
+- With a ``Masker``, secrets are masked before a line is cut, so a secret that straddles a cut
+  is still masked; an unfinished line keeps its last characters back (``Masker.partial``) until
+  the text that may complete a secret arrives.
 """
 
 from __future__ import annotations
+
+from logstream.mask import Masker
 
 DEFAULT_LINE_LIMIT = 65536
 
@@ -63,10 +68,12 @@ class LineSplitter:
     if any, at the end of the stream.
     """
 
-    def __init__(self, limit: int = DEFAULT_LINE_LIMIT) -> None:
+    def __init__(self, limit: int = DEFAULT_LINE_LIMIT, masker: Masker | None = None) -> None:
         if limit < _MIN_LIMIT:
             raise ValueError(f"line limit must be at least {_MIN_LIMIT} bytes")
         self.limit = limit
+        #: Shared with whoever adds secrets while the job runs.
+        self.masker = masker if masker is not None else Masker()
         self._pending: list[bytes | bytearray] = []
         self._pending_bytes = 0
 
@@ -98,7 +105,7 @@ class LineSplitter:
         text = b"".join(self._pending).decode("utf-8", "replace")
         self._pending = []
         self._pending_bytes = 0
-        return split_long(text, self.limit)
+        return split_long(self.masker.mask(text), self.limit)
 
     def _split(self, head: bytes | bytearray) -> list[str]:
         text = head.decode("utf-8", "replace")
@@ -106,8 +113,10 @@ class LineSplitter:
             text = text.replace("\r\n", "\n")
         lines = text.split("\n")
         lines.pop()  # the empty string after the final "\n"
-        # A replacement character takes three bytes for one invalid input byte.
-        if len(head) * 3 > self.limit and max(map(len, lines)) * 4 > self.limit:
+        lines = self.masker.apply(lines)
+        # A replacement character takes three bytes for one invalid input byte; a mask
+        # (``***``) is at most three characters longer than the secret it replaces.
+        if (len(head) * 3 > self.limit or self.masker) and max(map(len, lines)) * 4 > self.limit:
             return [piece for line in lines for piece in split_long(line, self.limit)]
         return lines
 
@@ -122,9 +131,11 @@ class LineSplitter:
                 break
         # A valid sequence never spans a byte that is not a continuation byte, so the prefix
         # decodes exactly as it would as part of the whole line.
-        encoded = buffer[:cut].decode("utf-8", "replace").encode()
+        text = buffer[:cut].decode("utf-8", "replace")
+        masked, held = self.masker.partial(text)
+        encoded = masked.encode()
         pieces, start = _cut(encoded, self.limit)
-        rest = encoded[start:] + buffer[cut:]
+        rest = encoded[start:] + text[held:].encode() + buffer[cut:]
         self._pending = [rest]
         self._pending_bytes = len(rest)
         return pieces

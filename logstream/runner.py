@@ -40,6 +40,7 @@ from pathlib import Path
 
 import trio
 
+from logstream.config import TOKEN_VARIABLES
 from logstream.joblog import LiveLog
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
 from logstream.mask import Masker
@@ -148,6 +149,8 @@ class JobRunner:
 
     async def _start(self) -> tuple[trio.Process, list[trio.abc.ReceiveStream]]:
         env = dict(os.environ if self.env is None else self.env)
+        for name in TOKEN_VARIABLES:
+            env.pop(name, None)  # a job that prints its environment must not print our token
         env[JOB_MARKER] = self.log.job.id
         if not self.pty:
             process = await trio.lowlevel.open_process(
@@ -192,7 +195,8 @@ class JobRunner:
         done.set()
 
     async def _read(self, stream: trio.abc.ReceiveStream, fd: int) -> None:
-        splitter = LineSplitter(self.line_limit)
+        # The splitter masks secrets before it cuts long lines (a secret across a cut).
+        splitter = LineSplitter(self.line_limit, self.masker)
         stderr = fd == 2
         tee = self._tees.get(fd)
         try:
@@ -208,7 +212,7 @@ class JobRunner:
                         break  # a pty reports the end of output as EIO
                 if scope.cancelled_caught or not chunk:
                     break  # EOF, or idle since the job ended: a leftover holds the pipe
-                self.log.append(self.masker.apply(splitter.feed(chunk)), stderr=stderr)
+                self.log.append(splitter.feed(chunk), stderr=stderr)
                 await self.log.wait_writable()
                 if tee is not None:
                     tee.put(chunk)
@@ -216,7 +220,7 @@ class JobRunner:
                         await tee.wait_room()
         finally:
             self._receive_scopes.pop(fd, None)
-            self.log.append(self.masker.apply(splitter.flush()), stderr=stderr)
+            self.log.append(splitter.flush(), stderr=stderr)
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""

@@ -4,8 +4,9 @@
 the real port is known), then runs hypercorn until ``stop`` is set. Callers start it with
 ``await nursery.start(serve_http, ...)``, which returns the bound ``(host, port)``.
 
-The ``Guard`` ASGI middleware sits in front of routing: it checks the token (§7 of the contract),
-so a 401 reveals nothing about which jobs exist, and it shields the final body send of every
+The ``Guard`` ASGI middleware sits in front of routing: it checks the ``Host`` (DNS rebinding)
+and the token, so a 401 reveals nothing about which jobs exist, adds the security headers to
+every answer, and it shields the final body send of every
 response (hypercorn 0.18 with quart-trio sends it from a cancelled scope otherwise, and the
 connection's keep-alive timer is never re-armed: idle keep-alive connections would stay open and
 every shutdown would wait for the whole graceful timeout).
@@ -14,6 +15,7 @@ every shutdown would wait for the whole graceful timeout).
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
 import json
 import socket
@@ -28,6 +30,7 @@ from hypercorn.trio import serve
 
 from logstream.config import DEFAULT_PORT, Settings
 from logstream.cors import Cors
+from logstream.hosts import HostPolicy
 from logstream.transport import WriteDeadline, tune_listener
 
 Scope = MutableMapping[str, Any]
@@ -36,8 +39,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-TOKEN_COOKIE = "logstream_token"
 OPEN_PATHS = frozenset({"/healthz"})
+CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 class PortInUse(OSError):
@@ -98,7 +110,9 @@ async def serve_http(
         config.keyfile = str(settings.keyfile) if settings.keyfile else None
     # Outermost: the deadline measures hypercorn's own writes; CORS answers before the token.
     guarded = WriteDeadline(
-        Cors(Guard(app, settings.token), settings.cors_origin), settings.write_timeout_s, stop
+        Cors(Guard(app, settings.token, settings.host_policy()), settings.cors_origin),
+        settings.write_timeout_s,
+        stop,
     )
 
     async def started(
@@ -114,53 +128,106 @@ async def serve_http(
 
 
 class Guard:
-    """ASGI middleware in front of routing: token check and a shielded final send."""
+    """ASGI middleware in front of routing: Host, token, security headers, a shielded final send.
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    Without a token only requests addressed to an allowed ``Host`` are served (DNS rebinding,
+    ``hosts.HostPolicy``). With one, every path but ``OPEN_PATHS`` needs it; the ``?token=``
+    form sets a cookie whose name is this server's own and whose value is derived from the
+    token, never the token itself (cookies are not scoped to a port: every other service on
+    the host receives them). WebSocket requests are refused: no route speaks WebSocket, and
+    none may be probed. Every answer, errors included, carries the security headers.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, hosts: HostPolicy | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.hosts = hosts or HostPolicy(check_host=token is None)
+        self.cookie_name, self.session = session_cookie(self.token) if self.token else (b"", b"")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.app(scope, receive, send)
             return
-        send = _shield_final_send(send)
-        if self.token is None or scope["path"] in OPEN_PATHS:
+        if kind != "http":
+            # Answered before the Host or token check, and the same for every path.
+            await _send_json(send, 403, {"error": "WebSocket is not served here"}, kind)
+            return
+        send = _with_security_headers(_shield_final_send(send))
+        if scope["path"] in OPEN_PATHS:
+            # A health check names no job and shows no line: any Host, no token (a load
+            # balancer probes an address of its own).
             await self.app(scope, receive, send)
             return
-        supplied, from_query = _supplied_token(scope)
-        if supplied is None or not hmac.compare_digest(supplied, self.token):
+        raw_host = _header(scope, b"host")
+        host = raw_host.decode("latin-1") if raw_host is not None else None
+        if not self.hosts.host_allowed(host):
+            shown = (host or "")[:100]
+            message = (
+                f"Host {shown!r} is not served: without a token only loopback names "
+                "(localhost, 127.0.0.1, [::1]) and names given with --allow-host are "
+                "(DNS rebinding defence)"
+            )
+            await _send_json(send, 403, {"error": message})
+            return
+        if self.token is None:
+            await self.app(scope, receive, send)
+            return
+        supplied, from_query = self._supplied_token(scope)
+        if not supplied:
             await _send_json(send, 401, {"error": "authentication required"})
             return
         if from_query:
-            send = _set_cookie(send, self.token, secure=scope.get("scheme") == "https")
+            send = _set_cookie(
+                send, self.cookie_name, self.session, secure=scope.get("scheme") == "https"
+            )
         await self.app(scope, receive, send)
 
+    def _supplied_token(self, scope: Scope) -> tuple[bool, bool]:
+        """Whether the request carries the token (Bearer, ``?token=``, our cookie), and
+        whether it came as ``?token=``. Compared in constant time."""
+        assert self.token is not None
+        cookie_header = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return hmac.compare_digest(value[7:].strip(), self.token), False
+            if name == b"cookie":
+                cookie_header = value
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if "token" in query:
+            return hmac.compare_digest(query["token"][0].encode("latin-1"), self.token), True
+        if cookie_header:
+            cookies = SimpleCookie()
+            try:
+                cookies.load(cookie_header.decode("latin-1"))
+            except Exception:
+                return False, False
+            cookie = cookies.get(self.cookie_name.decode())
+            if cookie is not None:
+                return hmac.compare_digest(cookie.value.encode("latin-1"), self.session), False
+        return False, False
 
-def _supplied_token(scope: Scope) -> tuple[bytes | None, bool]:
-    """The token the request carries: Bearer header, then ``?token=``, then the cookie."""
-    cookie_header = b""
+
+def session_cookie(token: bytes) -> tuple[bytes, bytes]:
+    """The cookie name of the server holding ``token``, and the value that proves it.
+
+    Both are HMACs of the token: the name differs between servers with different tokens on
+    one host (so they do not overwrite each other's), and neither reveals the token.
+    """
+    name = hmac.new(token, b"logstream cookie name", hashlib.sha256).hexdigest()[:16]
+    value = hmac.new(token, b"logstream session", hashlib.sha256).hexdigest()
+    return b"logstream_" + name.encode(), value.encode()
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope["headers"]:
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].strip(), False
-        if name == b"cookie":
-            cookie_header = value
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    if "token" in query:
-        return query["token"][0].encode("latin-1"), True
-    if cookie_header:
-        cookies = SimpleCookie()
-        try:
-            cookies.load(cookie_header.decode("latin-1"))
-        except Exception:
-            return None, False
-        if TOKEN_COOKIE in cookies:
-            return cookies[TOKEN_COOKIE].value.encode("latin-1"), False
-    return None, False
+        if name == wanted:
+            return bytes(value)
+    return None
 
 
-def _set_cookie(send: Send, token: bytes, *, secure: bool) -> Send:
-    cookie = TOKEN_COOKIE.encode() + b"=" + token + b"; HttpOnly; SameSite=Strict; Path=/"
+def _set_cookie(send: Send, name: bytes, value: bytes, *, secure: bool) -> Send:
+    cookie = name + b"=" + value + b"; HttpOnly; SameSite=Strict; Path=/"
     if secure:
         cookie += b"; Secure"
 
@@ -170,6 +237,20 @@ def _set_cookie(send: Send, token: bytes, *, secure: bool) -> Send:
         await send(message)
 
     return send_with_cookie
+
+
+def _with_security_headers(send: Send) -> Send:
+    """Add the security headers a response does not set itself (the framework's errors too)."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers += [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
 
 
 def _shield_final_send(send: Send) -> Send:
@@ -183,12 +264,16 @@ def _shield_final_send(send: Send) -> Send:
     return shielded
 
 
-async def _send_json(send: Send, status: int, data: object) -> None:
+async def _send_json(send: Send, status: int, data: object, kind: str = "http") -> None:
+    """A JSON answer; ``kind="websocket"`` sends it as the refusal of a WebSocket handshake."""
     body = json.dumps(data).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="logstream"'),
+        *SECURITY_HEADERS,
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="logstream"'))
+    prefix = "websocket.http.response" if kind == "websocket" else "http.response"
+    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": body, "more_body": False})

@@ -3,6 +3,12 @@
 Layout: ``<data-dir>/jobs/<ID>/{job.json, log, index, lock}``. Everything here is synchronous
 and called from worker threads by the async layer (``joblog``), so no call blocks the event loop.
 
+Permissions: logs hold whatever a command printed, so the data directory is created 0700 and
+every folder and file in it 0700/0600 (whatever the umask). An operator who shares a data
+directory with a group makes it group-writable (``chmod 2770``); folders and files are then
+created 0770/0660 so the group keeps access. Job folders that are symbolic links are ignored:
+they point outside the data directory, and ``gc`` could not remove them anyway.
+
 Who writes what: the process running a job holds an exclusive ``flock`` on its ``lock`` file for
 as long as the job runs and is the only writer of its files. The kernel drops the lock when that
 process dies, even by ``kill -9``; a job whose ``job.json`` still says ``running`` while nobody
@@ -20,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -83,6 +90,28 @@ class Job:
         return cls(**{k: v for k, v in fields.items() if k in known})
 
 
+def folder_mode(path: Path) -> int:
+    """The mode for new folders under ``path``: 0700, or 0770 when ``path`` is shared with its
+    group (group-writable, which no default umask produces)."""
+    try:
+        shared = os.stat(path).st_mode & stat.S_IWGRP
+    except FileNotFoundError:
+        shared = 0
+    return 0o770 if shared else 0o700
+
+
+def file_mode(folder: Path) -> int:
+    """The mode for new files in ``folder``: 0600, or 0660 in a group-shared folder."""
+    return folder_mode(folder) & 0o666
+
+
+def make_folder(path: Path) -> None:
+    """``mkdir`` with the mode ``folder_mode`` of its parent, exactly (the umask ignored)."""
+    mode = folder_mode(path.parent)
+    path.mkdir(mode=mode)
+    os.chmod(path, mode | (os.stat(path.parent).st_mode & stat.S_ISGID))
+
+
 class DataDir:
     """The jobs of one data directory."""
 
@@ -91,12 +120,26 @@ class DataDir:
         self.jobs_path = path / "jobs"
 
     def create(self) -> None:
-        self.jobs_path.mkdir(parents=True, exist_ok=True)
+        """Create the data directory 0700 (its parents as usual) and ``jobs`` in it.
+
+        An existing directory keeps its mode: the operator may have shared it on purpose.
+        """
+        if not self.path.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                self.path.mkdir(mode=0o700)
+                os.chmod(self.path, 0o700)
+        if not self.jobs_path.is_dir():
+            with contextlib.suppress(FileExistsError):
+                make_folder(self.jobs_path)
 
     def job_path(self, job_id: str) -> Path:
         if not JOB_ID.fullmatch(job_id):
             raise UnknownJob(job_id)
-        return self.jobs_path / job_id
+        path = self.jobs_path / job_id
+        if path.is_symlink():
+            raise UnknownJob(job_id)
+        return path
 
     def new_job_dir(self) -> tuple[str, Path]:
         """A fresh, time-ordered, URL-safe job ID and its (new, empty) directory.
@@ -114,7 +157,7 @@ class DataDir:
             job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(2)
             path = self.jobs_path / job_id
             try:
-                path.mkdir()
+                make_folder(path)
             except FileExistsError:
                 continue
             return job_id, path
@@ -122,10 +165,14 @@ class DataDir:
     def job_ids(self) -> list[str]:
         """IDs of every job with metadata, newest first."""
         try:
-            names = os.listdir(self.jobs_path)
+            with os.scandir(self.jobs_path) as entries:
+                ids = [
+                    entry.name
+                    for entry in entries
+                    if JOB_ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+                ]
         except FileNotFoundError:
             return []
-        ids = [n for n in names if JOB_ID.fullmatch(n) and (self.jobs_path / n).is_dir()]
         return sorted(ids, reverse=True)
 
     def read_job(self, job_id: str) -> Job:
@@ -175,7 +222,8 @@ def write_job(path: Path, job: Job) -> None:
     """Replace ``job.json`` atomically (write a temporary file, fsync, rename)."""
     temporary = path / "job.json.tmp"
     data = json.dumps(asdict(job), indent=1).encode()
-    with open(temporary, "wb") as file:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    with open(os.open(temporary, flags, file_mode(path)), "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -184,7 +232,7 @@ def write_job(path: Path, job: Job) -> None:
 
 def hold_run_lock(path: Path) -> int:
     """Take the job's run lock for the life of this process; returns the file descriptor."""
-    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode(path))
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
 
@@ -209,8 +257,9 @@ class LogWriter:
 
     def __init__(self, path: Path) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self._log = os.open(path / "log", flags, 0o644)
-        self._index = os.open(path / "index", flags, 0o644)
+        mode = file_mode(path)
+        self._log = os.open(path / "log", flags, mode)
+        self._index = os.open(path / "index", flags, mode)
         self._size = os.fstat(self._log).st_size
         self._indexed_at = -logformat.INDEX_EVERY_BYTES
 

@@ -12,7 +12,9 @@ Starting and cancelling change state, so besides the token (checked by ``server.
 routing) they are refused from other sites (CSRF): the request must say
 ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
 browser ask the server first, a CORS preflight that we do not grant), and when it carries an
-``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.
+``Origin`` header, its host must be one this server answers to (loopback, the bound address,
+``--allow-host`` names) or it must be the ``--cors-origin`` origin. Never the request's own
+``Host``: under DNS rebinding that is the attacker's name (``hosts.HostPolicy``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from quart_trio import QuartTrio
 
 from logstream.catalog import Catalog
 from logstream.config import Settings
+from logstream.hosts import HostPolicy
 from logstream.jobsfile import JobDefinition, JobsFile
 from logstream.launch import JobHandle, JobSupervisor
-from logstream.mask import Masker
 from logstream.web import BadRequest, HTTPError, NotFound
 
 
@@ -85,10 +87,11 @@ class TaskRunner:
 
     def defined(self) -> list[dict[str, object]]:
         """The defined jobs as ``GET /api/jobs`` shows them under ``"defined"``."""
+        masker = self.settings.job_masker()  # a command line often carries a secret too
         return [
             {
                 "name": job.name,
-                "command": list(job.command),
+                "command": [masker.mask(part) for part in job.command],
                 "running": self.running_count(job.name),
                 "max_running": job.max_running,
             }
@@ -112,7 +115,7 @@ class TaskRunner:
                 name=definition.name,
                 cwd=definition.cwd,
                 env=definition.environment(os.environ),
-                masker=Masker.from_env(self.settings.masks),
+                masker=self.settings.job_masker(),
                 ring_lines=self.settings.ring_lines,
                 timeout_s=definition.timeout_s,
             )
@@ -137,11 +140,11 @@ def add_task_routes(app: QuartTrio, tasks: TaskRunner) -> None:
     """Add ``POST /api/jobs`` and ``POST /api/jobs/<ID>/cancel`` to the app."""
     state = app.extensions["logstream"]
     state.tasks = tasks
-    settings = tasks.settings
+    hosts = tasks.settings.host_policy()
 
     @app.post("/api/jobs")
     async def start_job() -> Response:
-        _refuse_cross_site(settings.cors_origin)
+        _refuse_cross_site(hosts)
         body = await _json_object()
         extra = sorted(set(body) - {"name"})
         if extra:
@@ -159,20 +162,23 @@ def add_task_routes(app: QuartTrio, tasks: TaskRunner) -> None:
 
     @app.post("/api/jobs/<job_id>/cancel")
     async def cancel_job(job_id: str) -> Response:
-        _refuse_cross_site(settings.cors_origin)
+        _refuse_cross_site(hosts)
         handle = await tasks.cancel(job_id)
         return _job_response(handle, 202)
 
 
-def _refuse_cross_site(cors_origin: str | None) -> None:
+def _refuse_cross_site(hosts: HostPolicy) -> None:
     content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     if content_type != "application/json":
         raise UnsupportedMediaType("send Content-Type: application/json")
     origin = request.headers.get("Origin")
     if origin is not None:
-        own = f"{request.scheme}://{request.host}"
-        if origin.rstrip("/").lower() not in {own.lower(), (cors_origin or own).lower()}:
-            raise Forbidden(f"cross-origin request refused (Origin {origin[:100]!r})")
+        if not hosts.origin_allowed(origin):
+            raise Forbidden(
+                f"cross-origin request refused (Origin {origin[:100]!r}): only pages on "
+                "loopback names, on --allow-host names or on the --cors-origin may start "
+                "or cancel jobs"
+            )
     elif request.headers.get("Sec-Fetch-Site", "") == "cross-site":
         raise Forbidden("cross-site request refused")
 

@@ -16,8 +16,11 @@ timeout would cut a stream after 60 s, so event streams have none.
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +39,6 @@ if TYPE_CHECKING:
     from logstream.taskrunner import TaskRunner
 
 STATIC = Path(__file__).parent / "static"
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 STREAM_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -48,8 +47,17 @@ STREAM_HEADERS = {
 DIGITS = re.compile(r"[0-9]+")
 DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 10_000
+#: A page of ``/lines`` stops after this much text (at least one line): 10,000 lines of
+#: 64 KiB would be 640 MiB in memory, several times over while it is encoded.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+#: Searches that run at once; more wait, and beyond ``MAX_SEARCHES_WAITING`` are told to
+#: come back (503). One search of a large log costs seconds of CPU.
+MAX_SEARCHES = 2
+MAX_SEARCHES_WAITING = 16
 SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holding the GIL
 BEYOND_ANY_LINE = 10**18
+#: How often the job list is re-read for jobs that other processes run.
+JOB_LIST_POLL_S = 1.0
 
 
 class HTTPError(Exception):
@@ -72,6 +80,12 @@ class NotFound(HTTPError):
     """No such job or route."""
 
     status = 404
+
+
+class Busy(HTTPError):
+    """Too many requests of this kind at once: come back later."""
+
+    status = 503
 
 
 def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
@@ -97,11 +111,10 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
     async def not_allowed(error: Exception) -> Response:
         return _json({"error": "method not allowed"}, 405)
 
+    # The security headers (CSP, X-Frame-Options, ...) are added by ``server.Guard``, to every
+    # answer, the framework's own errors included.
     @app.after_request
-    async def security_headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+    async def cors_headers(response: Response) -> Response:
         if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
             response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
             response.headers["Vary"] = "Origin"
@@ -141,11 +154,8 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         after, resumed = _start_position(log, request.headers, request.args)
         if resumed and log.job.ended and after >= log.last:
             return Response("", status=204)
-        if settings.max_streams is not None and state.streams >= settings.max_streams:
-            state.metrics.streams_refused += 1
-            response = Response(sse.encode_retry(settings.busy_retry_ms), headers=STREAM_HEADERS)
-            response.headers["Retry-After"] = str(settings.busy_retry_ms // 1000)
-            return response
+        if (busy := state.refuse_stream()) is not None:
+            return busy
         # The slot is taken now, not when the body starts: a burst of requests must not all
         # pass the check above before any of their streams has begun.
         slot = StreamSlot(state)
@@ -177,12 +187,16 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         limit = min(_number(request.args.get("limit"), "limit") or 10_000, 100_000)
         if not query:
             raise BadRequest("q: give the text to search for")
-        matches, truncated = await _search(log, query, limit)
+        async with state.searching():
+            matches, truncated = await _search(log, query, limit)
         return _json({"matches": matches, "truncated": truncated})
 
     @app.get("/api/events")
     async def job_list_events() -> Response:
-        response = Response(state.stream_job_list(), headers=STREAM_HEADERS)
+        if (busy := state.refuse_stream()) is not None:
+            return busy
+        slot = StreamSlot(state, job_list=True)
+        response = Response(state.stream_job_list(slot), headers=STREAM_HEADERS)
         response.timeout = None
         return response
 
@@ -196,13 +210,45 @@ class AppState:
         self.catalog = catalog
         self.settings = settings
         self.metrics = Metrics()
+        #: Every open event stream: job logs and job lists (``max_streams`` counts both).
         self.streams = 0
+        #: Of those, the job-list streams: they never end on their own, so waiting for the
+        #: viewers of a job to receive its end does not wait for them.
+        self.job_list_streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
         #: The keep-alive scopes of event streams waiting for lines.
         self._waiting: set[trio.CancelScope] = set()
         #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
         self.tasks: TaskRunner | None = None
+        self.search_limiter = trio.CapacityLimiter(MAX_SEARCHES)
+        self.searches_waiting = 0
+        self.job_list = JobListWatch(catalog)
+
+    def refuse_stream(self) -> Response | None:
+        """With ``max_streams`` streams open: the answer that says "come back later"."""
+        limit = self.settings.max_streams
+        if limit is None or self.streams < limit:
+            return None
+        self.metrics.streams_refused += 1
+        response = Response(sse.encode_retry(self.settings.busy_retry_ms), headers=STREAM_HEADERS)
+        response.headers["Retry-After"] = str(self.settings.busy_retry_ms // 1000)
+        return response
+
+    @asynccontextmanager
+    async def searching(self) -> AsyncIterator[None]:
+        """A turn to search: ``MAX_SEARCHES`` at once, a few more wait, the rest get 503."""
+        if self.searches_waiting >= MAX_SEARCHES_WAITING:
+            raise Busy("too many searches at once; try again in a moment")
+        self.searches_waiting += 1
+        try:
+            await self.search_limiter.acquire()
+        finally:
+            self.searches_waiting -= 1
+        try:
+            yield
+        finally:
+            self.search_limiter.release()
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
@@ -214,7 +260,8 @@ class AppState:
             waiting.cancel()
 
     async def wait_streams_below(self, count: int) -> None:
-        while self.streams >= count and count >= 0:
+        """Until fewer than ``count`` job-log streams are open."""
+        while self.streams - self.job_list_streams >= count and count >= 0:
             await self._streams_changed.wait()
 
     async def wait_no_streams(self) -> None:
@@ -231,8 +278,9 @@ class AppState:
         finally:
             slot.release()
 
-    def _stream_ended(self) -> None:
+    def _stream_ended(self, job_list: bool) -> None:
         self.streams -= 1
+        self.job_list_streams -= job_list
         self._streams_changed.set()
         self._streams_changed = trio.Event()
 
@@ -279,26 +327,87 @@ class AppState:
             if waited.cancelled_caught and not self.shutting_down.is_set():
                 yield sse.KEEPALIVE
 
-    async def stream_job_list(self) -> AsyncIterator[bytes]:
-        sent: dict[str, dict[str, Any]] = {}
-        jobs = await trio.to_thread.run_sync(self.catalog.jobs)
-        shown = [job.to_api() for job in jobs]
-        sent = {str(job["id"]): job for job in shown}
-        yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
-        while not self.shutting_down.is_set():
-            with trio.move_on_after(1.0):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
-                    await self.catalog.wait_changed()
-                    nursery.cancel_scope.cancel()
+    async def stream_job_list(self, slot: StreamSlot | None = None) -> AsyncIterator[bytes]:
+        """The job list, then an event per job that changed: one shared watch feeds them all."""
+        slot = slot or StreamSlot(self, job_list=True)
+        try:
+            watch = self.job_list
+            await watch.refresh()
+            generation = watch.generation
+            yield sse.encode_retry(self.settings.retry_ms) + watch.snapshot()
+            quiet_since = trio.current_time()
+            while not self.shutting_down.is_set():
+                with trio.move_on_after(JOB_LIST_POLL_S) as waited:
+                    self._waiting.add(waited)
+                    if self.shutting_down.is_set():
+                        waited.cancel()
+                    try:
+                        await self.catalog.wait_changed()
+                    finally:
+                        self._waiting.discard(waited)
+                if self.shutting_down.is_set():
+                    return
+                await watch.refresh()
+                if watch.generation != generation:
+                    data = watch.changes_since(generation)
+                    generation = watch.generation
+                    quiet_since = trio.current_time()
+                    yield data
+                elif trio.current_time() - quiet_since >= self.settings.keepalive_s:
+                    quiet_since = trio.current_time()
+                    yield sse.KEEPALIVE
+        finally:
+            slot.release()
+
+
+class JobListWatch:
+    """The job list, read at most once per ``JOB_LIST_POLL_S`` (or on a change this process
+    makes) however many ``/api/events`` streams follow it, and what changed since when.
+
+    Jobs run by other processes sharing the data directory change only on disk, so the list
+    is polled; each stream used to read every ``job.json`` every second on its own.
+    """
+
+    def __init__(self, catalog: Catalog, history: int = 64) -> None:
+        self.catalog = catalog
+        self.generation = 0
+        self._shown: dict[str, dict[str, Any]] = {}
+        self._order: list[str] = []
+        #: ``(generation, events)``: the ``job`` events that made each recent generation.
+        self._history: deque[tuple[int, bytes]] = deque(maxlen=history)
+        self._lock = trio.Lock()
+        self._read_at = -math.inf
+        self._read_version = -1
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            fresh = trio.current_time() - self._read_at < JOB_LIST_POLL_S * 0.9
+            if fresh and self._read_version == self.catalog.version:
+                return
+            self._read_version = self.catalog.version
             jobs = await trio.to_thread.run_sync(self.catalog.jobs)
-            out = []
+            self._read_at = trio.current_time()
+            changed = []
+            shown_now: dict[str, dict[str, Any]] = {}
             for job in jobs:
-                shown_job = job.to_api()
-                if sent.get(job.id) != shown_job:
-                    sent[job.id] = shown_job
-                    out.append(_event("job", shown_job))
-            yield b"".join(out) if out else sse.KEEPALIVE
+                shown = job.to_api()
+                shown_now[job.id] = shown
+                if self._shown.get(job.id) != shown:
+                    changed.append(_event("job", shown))
+            self._order = [job.id for job in jobs]
+            self._shown = shown_now
+            if changed:
+                self.generation += 1
+                self._history.append((self.generation, b"".join(changed)))
+
+    def snapshot(self) -> bytes:
+        return _event("jobs", {"jobs": [self._shown[job_id] for job_id in self._order]})
+
+    def changes_since(self, generation: int) -> bytes:
+        """The ``job`` events after ``generation``; the whole list when those are forgotten."""
+        if not self._history or self._history[0][0] > generation + 1:
+            return self.snapshot()
+        return b"".join(events for number, events in self._history if number > generation)
 
 
 class StreamSlot:
@@ -308,23 +417,20 @@ class StreamSlot:
     ``finally``; the slot is then released when the response is dropped.
     """
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, *, job_list: bool = False) -> None:
         self._state: AppState | None = state
+        self._job_list = job_list
         state.streams += 1
+        state.job_list_streams += job_list
         state.metrics.streams_total += 1
 
     def release(self) -> None:
         if self._state is not None:
             state, self._state = self._state, None
-            state._stream_ended()
+            state._stream_ended(self._job_list)
 
     def __del__(self) -> None:
         self.release()
-
-
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
 
 
 def _event(name: str, data: object) -> bytes:
@@ -392,7 +498,8 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
     lines: list[tuple[int, str, str]] = []
     times: list[tuple[int, int]] = []
     first: int | None = None
-    while len(lines) < limit:
+    size = 0
+    while len(lines) < limit and size < MAX_PAGE_BYTES:
         read = await log.read_after(cursor, max_bytes=256 * 1024)
         chunk = read.chunk
         if not chunk.payload:
@@ -403,9 +510,10 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
                 times.append((read.first, chunk.time_ms))
         for line in logformat.iter_lines(chunk.payload):
-            if len(lines) >= limit:
+            if len(lines) >= limit or size >= MAX_PAGE_BYTES:
                 break
             lines.append(line)
+            size += len(line[2])
         end_seq = lines[-1][0] if lines else chunk.last
         times += [t for t in logformat.iter_times(chunk.payload, chunk.last + 1) if t[0] <= end_seq]
         cursor.seq = end_seq

@@ -73,7 +73,7 @@ def get(target: bytes, *headers: bytes) -> bytes:
     return (
         b"GET "
         + target
-        + b" HTTP/1.1\r\nHost: x\r\n"
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + b"".join(h + b"\r\n" for h in headers)
         + b"\r\n"
     )
@@ -257,8 +257,8 @@ async def test_slow_senders_are_closed_after_the_keep_alive_timeout(settings: Se
 OPEN_AND_DROP = """
 import random, socket, sys
 port, job = int(sys.argv[1]), sys.argv[2]
-heads = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"]
-stream = f"GET /api/jobs/{job}/events HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n".encode()
+heads = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n"]
+stream = f"GET /api/jobs/{job}/events HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n".encode()
 rng = random.Random(10)
 for i in range(10000):
     s = socket.create_connection(("127.0.0.1", port))

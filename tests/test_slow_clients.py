@@ -39,7 +39,7 @@ async def open_stuck_stream(server: Server, job_id: str) -> trio.SocketStream:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(address(server))
     stream = trio.SocketStream(sock)
-    await stream.send_all(f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await stream.send_all(f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     received = b""
     with trio.fail_after(DEADLINE_S):
         while b"retry: " not in received:
@@ -130,7 +130,7 @@ async def test_a_slow_reader_is_served_at_its_own_pace_and_not_cut(settings: Set
         await sock.connect(address(server))
         stream = trio.SocketStream(sock)
         await stream.send_all(
-            f"GET /api/jobs/{log.job.id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            f"GET /api/jobs/{log.job.id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
         )
         received = bytearray()
         with trio.fail_after(DEADLINE_S):
@@ -167,7 +167,7 @@ async def test_accepted_connections_carry_tcp_keepalive_and_user_timeout(
 ) -> None:
     """Dead peers (no FIN, no RST) are found by the kernel: keep-alive probes, user timeout."""
     client = await trio.open_tcp_stream(*address(server))
-    await client.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await client.send_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     with trio.fail_after(DEADLINE_S):
         assert (await client.receive_some()).startswith(b"HTTP/1.1 200")
     peer_port = client.socket.getsockname()[1]

@@ -407,7 +407,7 @@ async def test_idle_keepalive_connection_is_closed_after_the_timeout(settings: S
     async with running_server(with_settings(settings, keep_alive_timeout_s=0.3)) as server:
         host, port = server.url.removeprefix("http://").split(":")
         stream = await trio.open_tcp_stream(host, int(port))
-        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         received = b""
         with trio.fail_after(DEADLINE_S):
             while True:
