@@ -259,9 +259,9 @@ class AppState:
         for waiting in list(self._waiting):
             waiting.cancel()
 
-    async def wait_streams_below(self, count: int) -> None:
-        """Until fewer than ``count`` job-log streams are open."""
-        while self.streams - self.job_list_streams >= count and count >= 0:
+    async def wait_streams_below(self, count: int, *, job_lists: bool = False) -> None:
+        """Until fewer than ``count`` job-log streams (``job_lists``: of any stream) are open."""
+        while self.streams - (0 if job_lists else self.job_list_streams) >= count >= 0:
             await self._streams_changed.wait()
 
     async def wait_no_streams(self) -> None:

@@ -55,7 +55,9 @@ async def open_stuck_stream(port: int, job_id: str) -> trio.SocketStream:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(("127.0.0.1", port))
     stream = trio.SocketStream(sock)
-    await stream.send_all(f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
     with trio.fail_after(DEADLINE_S):
         assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
     return stream

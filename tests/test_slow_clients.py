@@ -39,7 +39,9 @@ async def open_stuck_stream(server: Server, job_id: str) -> trio.SocketStream:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(address(server))
     stream = trio.SocketStream(sock)
-    await stream.send_all(f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await stream.send_all(
+        f"GET /api/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
     received = b""
     with trio.fail_after(DEADLINE_S):
         while b"retry: " not in received:
