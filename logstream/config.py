@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logstream.hosts import HostPolicy
+from logstream.hosts import HostPolicy, is_loopback_name
 from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
 
@@ -73,9 +72,4 @@ class Settings:
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is in 127.0.0.0/8 or ::1 (``localhost`` counts)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(host.strip("[]"))
