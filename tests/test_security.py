@@ -270,6 +270,31 @@ async def test_token_file_keeps_the_token_off_the_command_line(
     assert await running.wait_exit() == 128 + signal.SIGTERM
 
 
+async def test_tail_reads_the_token_from_a_file(settings: Settings, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    async with running_server(with_settings(settings, token=TOKEN)) as server:
+        log = await server.new_job()
+        log.append(["first", "second"])
+        log.finish("succeeded", 0)
+        url = f"{server.url}/jobs/{log.job.id}"
+        with trio.fail_after(DEADLINE_S):
+            followed = await trio.run_process(
+                [PY, "-m", "logstream", "tail", "--token-file", str(token_file), url],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            refused = await trio.run_process(
+                [PY, "-m", "logstream", "tail", url],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert (followed.returncode, followed.stdout) == (0, b"first\nsecond\n")
+    assert refused.returncode == 77  # token missing
+
+
 async def test_a_bad_token_file_or_both_token_options_are_usage_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
