@@ -105,7 +105,7 @@ class LineSplitter:
         text = b"".join(self._pending).decode("utf-8", "replace")
         self._pending = []
         self._pending_bytes = 0
-        return split_long(self.masker.mask(text), self.limit)
+        return self._remask(split_long(self.masker.mask(text), self.limit))
 
     def _split(self, head: bytes | bytearray) -> list[str]:
         text = head.decode("utf-8", "replace")
@@ -117,8 +117,22 @@ class LineSplitter:
         # A replacement character takes three bytes for one invalid input byte; a mask
         # (``***``) is at most three characters longer than the secret it replaces.
         if (len(head) * 3 > self.limit or self.masker) and max(map(len, lines)) * 4 > self.limit:
-            return [piece for line in lines for piece in split_long(line, self.limit)]
+            return [piece for line in lines for piece in self._remask(split_long(line, self.limit))]
         return lines
+
+    def _remask(self, pieces: list[str]) -> list[str]:
+        """Mask the pieces of a cut line again where the cut fell into an escape sequence.
+
+        Each piece is shown as a line of its own: half an escape sequence (the start of a
+        window title, a colour's final letter) can then make text read differently than in
+        the whole line, and join a secret's characters the whole line kept apart.
+        """
+        if not self.masker or len(pieces) < 2:
+            return pieces
+        return [
+            self.masker.mask(piece) if "\x1b" in piece or "\x07" in piece else piece
+            for piece in pieces
+        ]
 
     def _cut_pending(self) -> list[str]:
         """Emit the full pieces of a long unfinished line, keep the rest pending."""
@@ -135,6 +149,7 @@ class LineSplitter:
         masked, held = self.masker.partial(text)
         encoded = masked.encode()
         pieces, start = _cut(encoded, self.limit)
+        pieces = self._remask(pieces)
         rest = encoded[start:] + text[held:].encode() + buffer[cut:]
         self._pending = [rest]
         self._pending_bytes = len(rest)

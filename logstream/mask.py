@@ -11,12 +11,14 @@ text. A value that spans several lines is masked line by line, as GitHub Actions
 
 Escape sequences (colours, titles, ...) are invisible in a terminal and in the viewer, so a
 value interrupted by one (``SEC\\x1b[0mRET``) reads whole there, and ``/search`` matches it.
-Matching therefore runs on the text with escape sequences removed; what is replaced is the
-original text from the value's first character to its last, escapes within included.
+Matching therefore also runs on the text with escape sequences removed; what is replaced is
+the original text from the value's first character to its last, escapes within included. A
+value inside an escape sequence (a window title) is masked too.
 
 Values may overlap (``abc`` and ``bcd`` in ``abcd``, or one value inside another): the union of
-every occurrence of every value is replaced, each run of overlapping or touching occurrences
-by a single ``***``, so no fragment of any secret is left.
+every occurrence of every value is replaced, each run of overlapping occurrences by a single
+``***``, so no fragment of any secret is left. (Occurrences that only touch stay ``******``:
+a line still arriving is then masked the same whichever read ends where.)
 
 Not masked: values transformed in any way (base64, URL-encoding, split by a cursor move).
 Secrets can be added while a job runs (``add``): every later line is masked with them.
@@ -30,10 +32,13 @@ import re
 from collections.abc import Iterable, Mapping
 
 MASK = "***"
+#: Characters of one run of overlapping secrets an unfinished line may hold back at most.
+MAX_HELD_RUN = 1 << 20
 #: What a terminal does not show: CSI (``ESC [ ... final``), OSC/DCS/SOS/PM/APC strings up to
-#: BEL or ST (unterminated: to the end of the line), other two- or three-byte escapes, BEL.
+#: BEL or ST (unterminated: to the end of the line, never beyond: ``apply`` matches on lines
+#: joined by ``\n``), other two- or three-byte escapes, BEL.
 ESCAPE = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*(?:[@-~]|$)|[\]PX^_](?:[^\x07\x1b]|\x1b(?!\\))*(?:\x07|\x1b\\|$)"
+    r"\x1b(?:\[[0-?]*[ -/]*(?:[@-~]|$)|[\]PX^_](?:[^\x07\x1b\n]|\x1b(?!\\))*(?:\x07|\x1b\\|$)"
     r"|[ -/]*(?:[0-~]|$))"
     r"|\x07",
     re.MULTILINE,
@@ -80,7 +85,19 @@ class Masker:
         """``text`` (one line, a name or an argument) with every secret replaced by ``***``."""
         if not self._values:
             return text
-        return _replace(text, self._spans(text))
+        return self._settle(text, _replace(text, self._spans(text)))
+
+    def _settle(self, before: str, masked: str) -> str:
+        """``masked``, masked again while that changes it (a few times at most).
+
+        A mask right after a dangling escape start (``ESC [`` then ``***``) can turn into an
+        escape sequence itself and hide the text after it, joining what it kept apart.
+        """
+        for _ in range(3):
+            if masked == before or "\x1b" not in masked:
+                break
+            before, masked = masked, _replace(masked, self._spans(masked))
+        return masked
 
     def apply(self, lines: list[str]) -> list[str]:
         """The lines with every secret value replaced by ``***``."""
@@ -115,37 +132,49 @@ class Masker:
         spans = self._spans(text)
         for start, end in spans:
             if start < cut < end:
-                # An occurrence crossing the cut moves the cut to its start; a run of
-                # overlapping occurrences so long that it would leave little to emit
-                # (pathological) is emitted whole, masked.
-                cut = start if start >= len(text) // 2 else end
+                # An occurrence crossing the cut moves the cut to its start. Only a run of
+                # overlapping occurrences longer than ``MAX_HELD_RUN`` (a secret like "aa" in
+                # "aaaa...") is emitted whole, masked, so that memory stays bounded.
+                cut = start if cut - start <= MAX_HELD_RUN else end
                 break
-        return _replace(text[:cut], [s for s in spans if s[1] <= cut]), cut
+        head = text[:cut]
+        return self._settle(head, _replace(head, [s for s in spans if s[1] <= cut])), cut
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
-        """The merged ``[start, end)`` ranges of ``text`` that secrets cover."""
+        """The merged ``[start, end)`` ranges of ``text`` that secrets cover.
+
+        With escape sequences, occurrences are looked for both in the text as it reads and in
+        the raw text: a secret inside an escape (a window title) is shown by a terminal's
+        title bar, or by the viewer when the line limit cuts the escape in two.
+        """
+        found = _find(self._values, text)
         if any(mark in text for mark in _INVISIBLE):
             starts, visible = _visible(text)
-        else:
-            starts, visible = [], text
-        found: list[tuple[int, int]] = []
-        for value in self._values:
-            at = visible.find(value)
-            while at >= 0:
-                found.append((at, at + len(value)))
-                at = visible.find(value, at + 1)
+            found += [
+                (_original(starts, start), _original(starts, end - 1) + 1)
+                for start, end in _find(self._values, visible)
+            ]
         if not found:
             return []
         found.sort()
-        merged = [list(found[0])]
+        merged = [found[0]]
         for start, end in found[1:]:
-            if start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
+            if start < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
             else:
-                merged.append([start, end])
-        if not starts:
-            return [(start, end) for start, end in merged]
-        return [(_original(starts, start), _original(starts, end - 1) + 1) for start, end in merged]
+                merged.append((start, end))
+        return merged
+
+
+def _find(values: list[str], text: str) -> list[tuple[int, int]]:
+    """Every occurrence of every value in ``text``, overlapping ones included."""
+    found: list[tuple[int, int]] = []
+    for value in values:
+        at = text.find(value)
+        while at >= 0:
+            found.append((at, at + len(value)))
+            at = text.find(value, at + 1)
+    return found
 
 
 def _visible(text: str) -> tuple[list[int], str]:
