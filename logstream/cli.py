@@ -154,8 +154,8 @@ def make_settings(options: dict[str, Any]) -> Settings:
     settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
     if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
         raise UsageError(
-            f"refusing to listen on {settings.host} without a token: set --token or "
-            "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
+            f"refusing to listen on {settings.host} without a token: set LOGSTREAM_TOKEN, "
+            "--token-file or --token, or pass --no-auth to serve logs to anyone who can connect"
         )
     return settings
 
