@@ -36,9 +36,11 @@ import trio
 
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
+from logstream.ingestweb import IngestRoutes
 from logstream.jobsfile import JobsFile, load_jobs_file
 from logstream.launch import JobHandle, JobSupervisor
 from logstream.mask import Masker
+from logstream.remotejobs import RemoteJobs
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.runner import GRACE_S
 from logstream.server import format_url, serve_http
@@ -274,8 +276,13 @@ async def serve(
     tasks = TaskRunner(supervisor, settings, jobs)
     add_task_routes(app, tasks)
     stop = trio.Event()
+    remote_jobs = RemoteJobs(
+        catalog, runner_timeout_s=settings.runner_timeout_s, ring_lines=settings.ring_lines
+    )
     async with trio.open_nursery() as nursery:
-        bound_host, bound_port = await nursery.start(serve_http, app, settings, stop, sock)
+        await nursery.start(remote_jobs.run)
+        routes = IngestRoutes(app, remote_jobs)  # type: ignore[arg-type]
+        bound_host, bound_port = await nursery.start(serve_http, routes, settings, stop, sock)
         await nursery.start(supervisor.run)
         server = Server(
             format_url(settings.scheme, bound_host, bound_port), settings, supervisor, tasks, state
@@ -286,6 +293,7 @@ async def serve(
             with trio.CancelScope(shield=True):
                 supervisor.close()
                 await supervisor.wait_closed()
+                await remote_jobs.close()
                 if end_wait_s > 0:
                     with trio.move_on_after(end_wait_s):
                         await state.wait_no_streams()

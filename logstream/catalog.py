@@ -16,6 +16,8 @@ class Catalog:
     def __init__(self, data_dir: DataDir) -> None:
         self.data_dir = data_dir
         self._live: dict[str, LiveLog] = {}
+        #: Jobs that remote runners upload to this server (``RemoteJobs``).
+        self._remote: dict[str, JobLog] = {}
         self._files: OrderedDict[str, FileLog] = OrderedDict()
         self._changed = trio.Event()
 
@@ -23,9 +25,14 @@ class Catalog:
         self._live[log.job.id] = log
         self.notify()
 
+    def add_remote(self, log: JobLog) -> None:
+        self._remote[log.job.id] = log
+        self.notify()
+
     def retire(self, job_id: str) -> None:
         """The job ended and its end is on disk: serve it from the data directory from now on."""
         self._live.pop(job_id, None)
+        self._remote.pop(job_id, None)
 
     def live_logs(self) -> list[LiveLog]:
         return list(self._live.values())
@@ -45,6 +52,8 @@ class Catalog:
         """
         if live := self._live.get(job_id):
             return live
+        if remote := self._remote.get(job_id):
+            return remote
         cached = self._files.get(job_id)
         if cached is not None:
             self._files.move_to_end(job_id)
@@ -66,6 +75,9 @@ class Catalog:
         for job_id in self.data_dir.job_ids()[:limit]:
             if live := self._live.get(job_id):
                 found.append(live.job)
+                continue
+            if remote := self._remote.get(job_id):
+                found.append(remote.job)
                 continue
             try:
                 found.append(self.data_dir.read_job(job_id))

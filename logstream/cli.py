@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import trio
 
-from logstream import api
+from logstream import api, remote
 from logstream import tail as tail_module
 from logstream.catalog import Catalog
 from logstream.config import Settings, is_loopback
@@ -168,6 +168,22 @@ def cli() -> None:
     help="Keep serving this long after the job ends.",
 )
 @click.option("--name", default=None, help="The job's name [default: the command].")
+@click.option(
+    "--server",
+    envvar="LOGSTREAM_SERVER",
+    default=None,
+    metavar="URL",
+    help="Send the log to this `logstream serve` instead of serving it here (CI runners).",
+)
+@click.option(
+    "--upload-timeout",
+    "upload_timeout_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --server: after the command ends, wait at most this long for the upload.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     command: tuple[str, ...],
@@ -175,6 +191,8 @@ def run(
     quiet: bool,
     linger: float | None,
     name: str | None,
+    server: str | None,
+    upload_timeout_s: float,
     **options: Any,
 ) -> int:
     """Run COMMAND and serve its log live.
@@ -192,7 +210,44 @@ def run(
     """
     settings = make_settings(options)
     job_name = name or shlex.join(command)[:200]
+    if server is not None:
+        return _run_with_server(
+            settings, list(command), job_name, pty, quiet, server, upload_timeout_s
+        )
     return trio.run(_run, settings, list(command), job_name, pty, quiet, linger)
+
+
+def _run_with_server(
+    settings: Settings,
+    command: list[str],
+    name: str,
+    pty: bool,
+    quiet: bool,
+    server: str,
+    upload_timeout_s: float,
+) -> int:
+    if not server.startswith(("http://", "https://")):
+        raise UsageError(f"--server: an http:// or https:// URL, got {server[:100]!r}")
+    catalog = Catalog(_open_data_dir(settings))
+    masker = Masker.from_env(settings.masks)
+    if settings.token:
+        masker = masker.including([settings.token])
+    return trio.run(
+        functools.partial(
+            remote.run_remote,
+            catalog,
+            command,
+            name=name,
+            server=server,
+            token=settings.token,
+            upload_timeout_s=upload_timeout_s,
+            pty=pty,
+            tee=not quiet,
+            masker=masker,
+            ring_lines=settings.ring_lines,
+            say=say,
+        )
+    )
 
 
 async def _run(
@@ -306,13 +361,29 @@ def _open_data_dir(settings: Settings) -> DataDir:
     default=None,
     help="Keep only this many newest finished jobs (checked hourly).",
 )
+@click.option(
+    "--ingest-token",
+    envvar="LOGSTREAM_INGEST_TOKEN",
+    default=None,
+    help="The token remote runners send (default: the viewer token also admits runners).",
+)
+@click.option(
+    "--runner-timeout",
+    "runner_timeout_s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A remote job whose runner sends nothing this long shows as interrupted.",
+)
 def serve(
     jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None, **options: Any
 ) -> int:
     """Serve every job in the data directory, live and finished.
 
     Jobs that `logstream run` processes on this machine write to the same data directory
-    show up live. With --jobs, the jobs defined in that file can be started from the API.
+    show up live, and so do the jobs of remote runners (`logstream run --server URL`).
+    With --jobs, the jobs defined in that file can be started from the API.
     """
     settings = make_settings(options)
     try:
@@ -351,6 +422,60 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)
+
+
+@cli.command()
+@click.option(
+    "--server",
+    envvar="LOGSTREAM_SERVER",
+    required=True,
+    metavar="URL",
+    help="The `logstream serve` to upload to (also LOGSTREAM_SERVER).",
+)
+@click.option("--token", envvar="LOGSTREAM_TOKEN", default=None, help="The server's runner token.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="LOGSTREAM_DATA_DIR",
+    default=None,
+    help="The data directory [default: $XDG_STATE_HOME/logstream].",
+)
+@click.option(
+    "--upload-timeout",
+    "upload_timeout_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up on a job after this long.",
+)
+@click.argument("job_ids", nargs=-1, metavar="[ID]...")
+def push(
+    server: str,
+    token: str | None,
+    data_dir: Path | None,
+    upload_timeout_s: float,
+    job_ids: tuple[str, ...],
+) -> int:
+    """Upload finished jobs to a server: those given, else every unfinished upload.
+
+    A `run --server` that could not upload everything in time says which job to push.
+    Pushing twice is harmless: the server keeps each line once. Exits 1 when a job could
+    not be uploaded completely.
+    """
+    if not server.startswith(("http://", "https://")):
+        raise UsageError(f"--server: an http:// or https:// URL, got {server[:100]!r}")
+    return trio.run(
+        functools.partial(
+            remote.push_jobs,
+            DataDir(data_dir or default_data_dir()),
+            list(job_ids),
+            server=server,
+            token=token,
+            timeout_s=upload_timeout_s,
+            say=say,
+        )
+    )
 
 
 @cli.command("tail")

@@ -19,6 +19,10 @@ class Settings:
     port: int | None = None
     ring_lines: int = DEFAULT_RING_LINES
     token: str | None = None
+    #: The token remote runners send (``None``: the viewer token admits runners too).
+    ingest_token: str | None = None
+    #: A remote job whose runner sends nothing for this long shows as interrupted.
+    runner_timeout_s: float = 120.0
     no_auth: bool = False
     masks: tuple[str, ...] = ()
     max_streams: int | None = None

@@ -82,11 +82,13 @@ class LiveLog:
         job: Job,
         ring_lines: int = DEFAULT_RING_LINES,
         max_pending_bytes: int = MAX_PENDING_BYTES,
+        start_after: int = 0,
     ) -> None:
+        """``start_after``: the log file already holds lines up to this one (a job resumed)."""
         self.path = path
         self.max_pending_bytes = max_pending_bytes
         self._job = job
-        self.ring = Ring(max_lines=ring_lines)
+        self.ring = Ring(max_lines=ring_lines, last=start_after, persisted_through=start_after)
         self._writer = LogWriter(path)
         self._reader = LogReader(path)
         self._pending: list[Block] = []
@@ -98,6 +100,7 @@ class LiveLog:
         self._write_error: OSError | None = None
         self._last_mark_ms = 0
         self._ended = False
+        self._suspended = False
 
     @property
     def job(self) -> Job:
@@ -117,11 +120,27 @@ class LiveLog:
         if now_ms - self._last_mark_ms >= TIME_MARK_EVERY_MS:
             payload = sse.encode_time(now_ms) + payload
             self._last_mark_ms = now_ms
-        block = Block(first, first + len(lines) - 1, payload, now_ms)
+        self._add(Block(first, first + len(lines) - 1, payload, now_ms))
+
+    def append_block(self, block: Block) -> None:
+        """Add lines already numbered and encoded (a remote runner's); ``block.first`` must be
+        ``last + 1``. Never blocks."""
+        if self._ended or self._suspended:
+            raise ValueError(f"the log of job {self._job.id} is closed")
+        self._add(block)
+
+    def suspend(self) -> None:
+        """Write what is queued and close the files without an end: the job may go on later
+        (from a new ``LiveLog`` with ``start_after``)."""
+        self._suspended = True
+        self._queued.set()
+        self._changed.set()
+
+    def _add(self, block: Block) -> None:
         self.ring.append(block)
         self._job.lines = block.last
         self._pending.append(block)
-        self._pending_bytes += len(payload)
+        self._pending_bytes += len(block.payload)
         self._queued.set()
         self._changed.set()
         self._changed = trio.Event()
@@ -164,10 +183,10 @@ class LiveLog:
         next_sync = trio.current_time() + SYNC_INTERVAL_S
         while True:
             await self._queued.wait()
-            if not self._ended and self._pending_bytes < FLUSH_BYTES:
+            if not self._ending and self._pending_bytes < FLUSH_BYTES:
                 # Let a batch build up: one write per interval, not one per read.
                 with trio.move_on_after(FLUSH_INTERVAL_S):
-                    while not self._ended and self._pending_bytes < FLUSH_BYTES:
+                    while not self._ending and self._pending_bytes < FLUSH_BYTES:
                         await self._changed.wait()
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
@@ -182,8 +201,14 @@ class LiveLog:
                 self.ring.mark_persisted(blocks[-1].last)
                 self._persisted.set()
                 self._persisted = trio.Event()
-            if self._ended and not self._pending:
+            if (self._ended or self._suspended) and not self._pending:
                 break
+        if self._suspended and not self._ended:
+            with trio.CancelScope(shield=True):
+                await self._write(self._writer.close, b"")
+            self._closed.set()
+            self._persisted.set()
+            return
         end = sse.encode_end(self._job.status, self._job.exit_code)
         with trio.CancelScope(shield=True):
             if self._write_error is None:
@@ -220,9 +245,13 @@ class LiveLog:
         return await _read_disk(self._reader, cursor, max_bytes)
 
     async def wait_beyond(self, seq: int) -> None:
-        if self.ring.last > seq or self._ended:
+        if self.ring.last > seq or self._ending:
             return
         await self._changed.wait()
+
+    @property
+    def _ending(self) -> bool:
+        return self._ended or self._suspended
 
 
 class FileLog:

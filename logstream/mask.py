@@ -24,6 +24,10 @@ class Masker:
         """Mask the values of the environment variables ``names`` (unset ones are skipped)."""
         return cls(environ[name] for name in names if environ.get(name))
 
+    def including(self, values: Iterable[str]) -> Masker:
+        """A masker that also hides ``values`` (a token the command must never show)."""
+        return Masker([*self._values, *values])
+
     def __bool__(self) -> bool:
         return bool(self._values)
 

@@ -38,6 +38,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_COOKIE = "logstream_token"
 OPEN_PATHS = frozenset({"/healthz"})
+INGEST_PREFIX = "/api/ingest/"
 
 
 class PortInUse(OSError):
@@ -97,9 +98,8 @@ async def serve_http(
         config.certfile = str(settings.certfile)
         config.keyfile = str(settings.keyfile) if settings.keyfile else None
     # Outermost: the deadline measures hypercorn's own writes; CORS answers before the token.
-    guarded = WriteDeadline(
-        Cors(Guard(app, settings.token), settings.cors_origin), settings.write_timeout_s, stop
-    )
+    guard = Guard(app, settings.token, settings.ingest_token)
+    guarded = WriteDeadline(Cors(guard, settings.cors_origin), settings.write_timeout_s, stop)
 
     async def started(
         *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -114,17 +114,27 @@ async def serve_http(
 
 
 class Guard:
-    """ASGI middleware in front of routing: token check and a shielded final send."""
+    """ASGI middleware in front of routing: token check and a shielded final send.
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    Runners (``/api/ingest/``) authenticate with the ingest token, else the viewer token, and
+    only with an ``Authorization`` header (never the viewer's cookie: a page must not upload
+    through a viewer's session). The token accepted goes to the ingest routes in
+    ``scope["logstream.runner"]``. The ingest token opens nothing else.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, ingest_token: str | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.ingest_token = ingest_token.encode() if ingest_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = _shield_final_send(send)
+        if scope["path"].startswith(INGEST_PREFIX):
+            await self._ingest(scope, receive, send)
+            return
         if self.token is None or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -135,6 +145,23 @@ class Guard:
         if from_query:
             send = _set_cookie(send, self.token, secure=scope.get("scheme") == "https")
         await self.app(scope, receive, send)
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        expected = self.ingest_token or self.token
+        if expected is not None:
+            supplied = _bearer_token(scope)
+            if supplied is None or not hmac.compare_digest(supplied, expected):
+                await _send_json(send, 401, {"error": "a runner token is required"})
+                return
+        scope["logstream.runner"] = expected
+        await self.app(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return bytes(value[7:].strip())
+    return None
 
 
 def _supplied_token(scope: Scope) -> tuple[bytes | None, bool]:

@@ -65,6 +65,11 @@ class Job:
     finished_at: str | None = None
     lines: int = 0
     pid: int | None = None
+    #: Who ran it (a remote runner's host and CI variables); shown by the API.
+    meta: dict[str, str] = field(default_factory=dict)
+    #: A remote job: the fingerprint of the runner token that created it ("" without tokens).
+    #: ``None``: a job run on this machine, which no runner may append to.
+    owner: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -72,7 +77,7 @@ class Job:
 
     def to_api(self) -> dict[str, object]:
         shown = asdict(self)
-        del shown["pid"], shown["cwd"]
+        del shown["pid"], shown["cwd"], shown["owner"]
         shown["url"] = f"/jobs/{self.id}"
         return shown
 
@@ -111,7 +116,7 @@ class DataDir:
             if _last_id_time is not None and now <= _last_id_time:
                 now = _last_id_time + dt.timedelta(microseconds=1)
             _last_id_time = now
-            job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(2)
+            job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(8)
             path = self.jobs_path / job_id
             try:
                 path.mkdir()
@@ -180,6 +185,40 @@ def write_job(path: Path, job: Job) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path / "job.json")
+
+
+def reopen_log(path: Path) -> int:
+    """Make the files of a job without an end record fit for appending; the last line on disk.
+
+    A writer killed mid-write leaves a torn record at the end of ``log`` (readers ignore it) and
+    maybe index entries past the whole records. Before anyone appends, both are cut back, so the
+    new records follow the last whole one and no index entry points into them by mistake.
+    """
+    log_path, index_path = path / "log", path / "index"
+    with contextlib.suppress(FileNotFoundError), open(log_path, "r+b") as log:
+        size = log.seek(0, os.SEEK_END)
+        span = LAST_SEQ_SPAN_BYTES
+        while True:
+            start = max(0, size - span)
+            log.seek(start)
+            tail = log.read(span)
+            cut = logformat.whole_length(tail)
+            if cut or start == 0:
+                break
+            span *= 4
+        whole = start + cut
+        if whole < size:
+            log.truncate(whole)
+        with contextlib.suppress(FileNotFoundError), open(index_path, "r+b") as index:
+            entries = index.read()
+            keep = 0
+            for _seq, offset, _time_ms in logformat.unpack_index(entries):
+                if offset >= whole:
+                    break
+                keep += logformat.INDEX_ENTRY.size
+            if keep < len(entries):
+                index.truncate(keep)
+    return LogReader(path).last_seq()
 
 
 def hold_run_lock(path: Path) -> int:
