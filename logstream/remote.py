@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import trio
@@ -61,6 +61,18 @@ class Gap(Exception):
     def __init__(self, last: int) -> None:
         super().__init__(f"the server has lines up to {last}")
         self.last = last
+
+
+class Ingest(Protocol):
+    """What the uploader needs of a server (``IngestClient``; tests use one in memory)."""
+
+    server: str
+
+    async def create(self, job_id: str, spec: dict[str, Any]) -> tuple[int, bool]: ...
+
+    async def send(self, job_id: str, records: bytes) -> int: ...
+
+    async def end(self, job_id: str, status: str, exit_code: int | None, lines: int) -> None: ...
 
 
 class IngestClient:
@@ -143,7 +155,7 @@ def _reason(error: Exception) -> str:
 class Uploader:
     """Uploads one job's log (``source``) to the server until the server has all of it."""
 
-    client: IngestClient
+    client: Ingest
     job_id: str
     spec: dict[str, Any]
     source: JobLog
