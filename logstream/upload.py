@@ -23,7 +23,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-INITIAL_DELAY_S = 0.1
+INITIAL_DELAY_S = 0.05
 MAX_DELAY_S = 5.0
 
 
