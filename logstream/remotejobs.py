@@ -132,12 +132,14 @@ class RemoteJobs:
             self._nursery = None
 
     async def close(self) -> None:
-        """Write what the live logs hold (the server stops; runners resume after a restart)."""
+        """Write what the live logs hold and stop (the server stops; runners resume later)."""
         with trio.move_on_after(5):
             for remote in list(self._logs.values()):
                 if remote.live is not None:
                     remote.live.suspend()
                     await remote.live.wait_closed()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def create(self, job_id: str, spec: RemoteJobSpec, owner: str) -> tuple[int, bool, bool]:
         """Create the job, or find the runner's own: ``(last, ended, created)``."""

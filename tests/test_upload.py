@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,7 +164,7 @@ def uploader(server: MemoryServer, log: MemoryLog, notices: list[str]) -> Upload
 async def test_trouble_is_retried_with_backoff_and_reported_once(
     clock: trio.testing.MockClock,
 ) -> None:
-    server, log, notices = MemoryServer(), MemoryLog(), []
+    server, log, notices = MemoryServer(), MemoryLog(), list[str]()
     server.faults = [Trouble.UNREACHABLE] * 8 + [Trouble.SERVER_ERROR] * 3
     log.append([f"line {n}" for n in range(1, 101)])
     log.finish(0)
@@ -179,7 +180,7 @@ async def test_trouble_is_retried_with_backoff_and_reported_once(
         "uploading again to http://memory",
     ]
     times = [at for at, _what in server.requests]
-    waits = [later - earlier for earlier, later in zip(times, times[1:12], strict=False)]
+    waits = [later - earlier for earlier, later in itertools.pairwise(times[:12])]
     # Waits grow (with jitter) and stop growing at the cap.
     assert waits[0] < 0.2
     assert 0.1 < waits[3] < 0.9
@@ -190,7 +191,7 @@ async def test_trouble_is_retried_with_backoff_and_reported_once(
 async def test_a_server_that_lost_lines_gets_them_again_once(
     clock: trio.testing.MockClock,
 ) -> None:
-    server, log, notices = MemoryServer(), MemoryLog(), []
+    server, log, notices = MemoryServer(), MemoryLog(), list[str]()
     async with trio.open_nursery() as nursery:
         up = uploader(server, log, notices)
         nursery.start_soon(up.run)
@@ -209,7 +210,7 @@ async def test_a_server_that_lost_lines_gets_them_again_once(
 async def test_a_quiet_command_keeps_its_runner_alive_with_heartbeats(
     clock: trio.testing.MockClock,
 ) -> None:
-    server, log, notices = MemoryServer(), MemoryLog(), []
+    server, log, notices = MemoryServer(), MemoryLog(), list[str]()
     async with trio.open_nursery() as nursery:
         up = uploader(server, log, notices)
         nursery.start_soon(up.run)
@@ -219,6 +220,6 @@ async def test_a_quiet_command_keeps_its_runner_alive_with_heartbeats(
         await up.wait_done()
     creates = [at for at, what in server.requests if what == "create"]
     assert len(creates) == 4
-    assert [round(b - a) for a, b in zip(creates, creates[1:], strict=False)] == [30, 30, 30]
+    assert [round(b - a) for a, b in itertools.pairwise(creates)] == [30, 30, 30]
     assert server.lines == [1]
     assert notices == []
