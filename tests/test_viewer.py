@@ -710,3 +710,36 @@ def test_defined_jobs_get_run_buttons_that_post_their_name(page: Page, serve: Ch
     expect(page.locator(f'.job[data-id="{job["id"]}"] .status')).to_have_text("running")
     assert posted == [{"name": "build"}]
     expect(page.locator(f'.job[data-id="{job["id"]}"] .cancel')).to_be_visible()
+
+
+def test_a_remote_jobs_list_row_and_page_show_who_ran_it(
+    page: Page, serve: Child, tmp_path: Path
+) -> None:
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "acme/rocket",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_SHA": "0123456789abcdef",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_WORKFLOW": "CI",
+        "GITHUB_JOB": "test",
+    }
+    runner = start(
+        ["run", "--quiet", "--server", serve.base, "--data-dir", str(tmp_path / "runner")]
+        + ["--", "python3", "-c", "print('from a CI runner')"],
+        env,
+    )
+    assert runner.process.wait(timeout=60) == 0
+    page.goto(serve.base + "/")
+    ci = page.locator(f'.job[data-id="{runner.job_id}"] .ci')
+    expect(ci).to_contain_text("acme/rocket · main · 01234567 · CI / test · on ")
+    expect(ci.get_by_role("link", name="CI / test")).to_have_attribute(
+        "href", "https://github.com/acme/rocket/actions/runs/42"
+    )
+    page.goto(f"{serve.base}/jobs/{runner.job_id}")
+    expect(page.locator("#rows .r", has_text="from a CI runner")).to_be_visible()
+    expect(page.locator("#ci").get_by_role("link", name="01234567")).to_have_attribute(
+        "href", "https://github.com/acme/rocket/commit/0123456789abcdef"
+    )
+    shot(page, "remote-job")

@@ -3,7 +3,7 @@
 // origin, so one stream per job would starve the page. With a jobs file (task-runner mode) it
 // also offers a Run button per defined job and Cancel on running jobs.
 
-import { ago, backoff, commandText, el, getJson, hideToken, jobDuration, statusText } from "./common.js";
+import { ago, backoff, commandText, el, getJson, hideToken, jobDuration, metaNodes, statusText } from "./common.js";
 
 hideToken();
 
@@ -60,6 +60,7 @@ function buildRow(job) {
     el("span", "duration"),
     el("span", "exit"),
     el("span", "actions"),
+    el("span", "ci"),
   );
   return row;
 }
@@ -79,6 +80,13 @@ function fillRow(row, job) {
   row.querySelector(".duration").textContent = jobDuration(job);
   row.querySelector(".exit").textContent = job.exit_code == null ? "" : `exit ${job.exit_code}`;
   row.querySelector(".exit").title = statusText(job);
+  const ci = row.querySelector(".ci");
+  const shown = JSON.stringify(job.meta || null);
+  if (ci.dataset.shown !== shown) {
+    ci.dataset.shown = shown;
+    ci.replaceChildren(...metaNodes(job.meta));
+    ci.hidden = !ci.firstChild;
+  }
   const actions = row.querySelector(".actions");
   const cancel = actions.querySelector("button");
   if (job.status === "running" && defined.length && !cancel) {

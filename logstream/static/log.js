@@ -9,7 +9,8 @@
 
 import { plainText } from "./ansi.js";
 import {
-  backoff, commandText, copyText, el, getJson, hideToken, jobDuration, parseTime, statusText,
+  backoff, commandText, copyText, el, getJson, hideToken, jobDuration, metaNodes, parseTime,
+  statusText,
 } from "./common.js";
 import { BLOCK, blockOf, formatRange, LineStore, LOST, parseRange } from "./model.js";
 import { LogView } from "./view.js";
@@ -49,6 +50,7 @@ function showJob(next) {
   status.className = `status st-${job.status}`;
   view.startedMs = parseTime(job.started_at);
   showMeta();
+  $("ci").replaceChildren(...metaNodes(job.meta));
 }
 
 function showMeta() {
