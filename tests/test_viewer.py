@@ -726,8 +726,10 @@ def test_a_remote_jobs_list_row_and_page_show_who_ran_it(
         "GITHUB_JOB": "test",
     }
     runner = start(
-        ["run", "--quiet", "--server", serve.base, "--data-dir", str(tmp_path / "runner")]
-        + ["--", "python3", "-c", "print('from a CI runner')"],
+        [
+            *("run", "--quiet", "--server", serve.base, "--data-dir", str(tmp_path / "runner")),
+            *("--", "python3", "-c", "print('from a CI runner')"),
+        ],
         env,
     )
     assert runner.process.wait(timeout=60) == 0
