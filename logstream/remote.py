@@ -21,20 +21,24 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import trio
 
-from logstream import ingest, sse
+from logstream import ingest, routes, sse
+from logstream.backends import open_backend
+from logstream.backends.datadir import DataDirBackend
+from logstream.backends.protocol import Backend, Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.cimeta import ci_meta
-from logstream.joblog import Cursor, FileLog, JobLog
+from logstream.config import Settings
+from logstream.errors import UnknownJob
+from logstream.jobspec import JobSpec
 from logstream.launch import create_job
-from logstream.mask import Masker
-from logstream.store import DataDir, UnknownJob
+from logstream.store import DataDir
 from logstream.upload import Step, Trouble, UploadState
 
 UPLOAD_BYTES = 1 << 20  # records per request, uncompressed
@@ -232,14 +236,13 @@ class Uploader:
         return state.on_ended()
 
 
-def job_spec(source: JobLog, meta: dict[str, str]) -> dict[str, Any]:
+def job_spec(job: Job) -> dict[str, Any]:
     """The body that creates the job on the server."""
-    job = source.job
     return {
         "name": job.name,
-        "command": job.command,
+        "command": list(job.command),
         "started_at": job.started_at,
-        "meta": meta,
+        "meta": dict(job.meta),
     }
 
 
@@ -280,47 +283,33 @@ def command_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 async def run_remote(
-    catalog: Catalog,
-    command: list[str],
+    settings: Settings,
+    spec: JobSpec,
     *,
-    name: str,
     server: str,
     token: str | None,
     upload_timeout_s: float,
-    pty: bool,
-    tee: bool,
-    masker: Masker,
-    ring_lines: int,
     say: Callable[[str], None],
 ) -> int:
-    """Run ``command`` as a job whose log goes live on ``server``; the command's exit status.
+    """Run ``spec`` as a job whose log goes live on ``server``; the command's exit status.
 
-    The URL line comes first, before any request: the server may be down, the job runs anyway.
+    The job lives in this machine's data directory (``settings``) like a local run's; the URL
+    line comes first, before any request: the server may be down, the job runs anyway.
     """
     server = server.rstrip("/")
-    signals = trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-    with signals as received:
-        async with trio.open_nursery() as nursery:
-            job = await create_job(
-                nursery,
-                catalog,
-                command,
-                name=name,
-                env=command_env(os.environ),
-                pty=pty,
-                tee=tee,
-                masker=masker,
-                ring_lines=ring_lines,
-            )
-            url = f"{server}/jobs/{job.id}"
+    found = ci_meta(os.environ, socket.gethostname())
+    spec = replace(spec, meta={key: spec.masker.mask(value) for key, value in found.items()})
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with open_backend(settings) as backend, trio.open_nursery() as nursery:
+            job = await create_job(nursery, Catalog(backend), spec)
+            url = f"{server}{routes.job_page(job.id)}"
             say(f"job {job.id} live at {url}")
             append_step_summary(os.environ, job.name, url)
-            meta = {k: masker.mask(v) for k, v in ci_meta(os.environ, socket.gethostname()).items()}
-            path = catalog.data_dir.job_path(job.id)
-            record: dict[str, Any] = {"server": server, "meta": meta, "uploaded": 0}
+            path = DataDir(settings.data_dir).job_path(job.id)
+            record: dict[str, Any] = {"server": server, "uploaded": 0, "complete": False}
             await trio.to_thread.run_sync(write_upload_record, path, record)
             client = IngestClient(server, token)
-            uploader = Uploader(client, job.id, job_spec(job.log, meta), job.log, notify=say)
+            uploader = Uploader(client, job.id, job_spec(job.job), job.log, notify=say)
             uploading = trio.CancelScope()
             waiting = trio.CancelScope()
 
@@ -343,8 +332,7 @@ async def run_remote(
                 await uploader.wait_done()
             uploading.cancel()
             await client.aclose()
-            record["uploaded"] = uploader.acked
-            record["complete"] = uploader.done
+            record.update(uploaded=uploader.acked, complete=uploader.done)
             await trio.to_thread.run_sync(write_upload_record, path, record)
             if not uploader.done:
                 lines = job.log.last
@@ -358,7 +346,7 @@ async def run_remote(
 
 
 async def push_jobs(
-    data_dir: DataDir,
+    data_dir: Path,
     job_ids: list[str],
     *,
     server: str,
@@ -372,16 +360,18 @@ async def push_jobs(
     when every job is on the server complete, 1 otherwise.
     """
     server = server.rstrip("/")
+    data = DataDir(data_dir)
     if not job_ids:
-        job_ids = await trio.to_thread.run_sync(_unfinished_uploads, data_dir)
+        job_ids = await trio.to_thread.run_sync(_unfinished_uploads, data)
         if not job_ids:
             say("every job's upload is complete; nothing to push")
             return 0
+    backend = DataDirBackend(data_dir)
     failed = 0
     client = IngestClient(server, token)
     try:
         for job_id in job_ids:
-            if not await _push_one(data_dir, job_id, client, timeout_s, say):
+            if not await _push_one(backend, data, job_id, client, timeout_s, say):
                 failed += 1
     finally:
         await client.aclose()
@@ -389,45 +379,45 @@ async def push_jobs(
 
 
 async def _push_one(
-    data_dir: DataDir,
+    backend: Backend,
+    data: DataDir,
     job_id: str,
     client: IngestClient,
     timeout_s: float,
     say: Callable[[str], None],
 ) -> bool:
     try:
-        log = await FileLog.open(data_dir, job_id)
+        log = await backend.open_log(job_id)
     except (UnknownJob, ValueError, OSError):
-        say(f"no job {job_id} in {data_dir.path}")
+        say(f"no job {job_id} in {data.path}")
         return False
     if not log.job.ended:
         say(f"job {job_id} is still running; its runner uploads it")
         return False
-    path = data_dir.job_path(job_id)
-    record = await trio.to_thread.run_sync(read_upload_record, path) or {}
-    meta = record.get("meta")
-    if not isinstance(meta, dict):
-        meta = ci_meta({}, socket.gethostname())
+    job = log.job
+    if not job.meta:
+        job = replace(job, meta=ci_meta({}, socket.gethostname()))
     uploader = Uploader(
-        client, job_id, job_spec(log, meta), log, notify=lambda text: say(f"job {job_id}: {text}")
+        client, job_id, job_spec(job), log, notify=lambda text: say(f"job {job_id}: {text}")
     )
     with trio.move_on_after(timeout_s):
         await uploader.run()
-    record.update(server=client.server, meta=meta, uploaded=uploader.acked)
-    record["complete"] = uploader.done
+    path = data.job_path(job_id)
+    record = await trio.to_thread.run_sync(read_upload_record, path) or {}
+    record.update(server=client.server, uploaded=uploader.acked, complete=uploader.done)
     await trio.to_thread.run_sync(write_upload_record, path, record)
     if uploader.done:
-        say(f"job {job_id}: {log.last} lines at {client.server}/jobs/{job_id}")
+        say(f"job {job_id}: {log.last} lines at {client.server}{routes.job_page(job_id)}")
         return True
     say(f"job {job_id}: {log.last - uploader.acked} of {log.last} lines not uploaded")
     return False
 
 
-def _unfinished_uploads(data_dir: DataDir) -> list[str]:
+def _unfinished_uploads(data: DataDir) -> list[str]:
     """Jobs that a ``run --server`` could not upload completely (oldest first)."""
     unfinished = []
-    for job_id in reversed(data_dir.job_ids()):
-        record = read_upload_record(data_dir.job_path(job_id))
+    for job_id in reversed(data.job_ids()):
+        record = read_upload_record(data.job_path(job_id))
         if record is not None and not record.get("complete"):
             unfinished.append(job_id)
     return unfinished

@@ -2,21 +2,24 @@
 
 Theory of operation
 -------------------
-A remote job lives in the data directory like any other; while its runner uploads, this process
-is the job's writer: it holds the job's run lock and appends the runner's blocks, already
-numbered and encoded, through a ``LiveLog`` (so viewers are woken per block, as for a local job,
-and the blocks reach the disk in batches). ``RemoteLog`` is what the catalog serves: the live
-log while the runner is active, the files otherwise.
+A remote job lives in the backend like any other; while its runner uploads, this process is
+the job's writer (``Backend.create_job`` with the runner's ID, or ``resume_job``) and appends
+the runner's blocks, already numbered and encoded, through a ``LiveLog``: viewers are woken per
+block as for a local job, and blocks reach the backend in batches. ``RemoteLog`` is what the
+catalog serves: the live log while the runner is active, the backend's stored log otherwise.
+Only the ``Backend`` protocol is used, so any backend (and any node of a shared one) works.
 
 Requests of one job are serialised by a per-job lock; each answer says the last line stored.
-A block is cut to the lines after that (repeats are ignored) and refused when it would leave a
-hole (``ingest.Conflict``), so the runner resumes exactly where the server is.
+``LiveLog.append_block`` ignores the lines it has and refuses a block that would leave a hole
+(``ingest.Conflict`` with the last line), so the runner resumes exactly where the server is.
 
 Liveness: every request of the runner (an idle runner repeats its job creation as a heartbeat)
-marks it seen. A job not seen for ``runner_timeout_s`` is suspended: its queued blocks are
-written, its lock released, and it shows as ``interrupted`` (its viewers get the end event,
-as for a local runner that died). The runner's next request resumes it where it stopped. After
-a restart of the server, running remote jobs count as seen when their files last changed.
+marks it seen. A job not seen for ``runner_timeout_s`` is released: its queued blocks are
+stored and the backend's writer given up, so it shows as ``interrupted`` (its viewers get the
+end event, as for a local runner that died). The runner's next request resumes it where it
+stopped. Until then a released job whose runner is not overdue still shows ``running``: after
+a restart of the server, its remote jobs count as last heard from when the backend last
+stored something of them (``Backend.changed_at``).
 """
 
 from __future__ import annotations
@@ -25,16 +28,16 @@ import dataclasses
 import hashlib
 import os
 import time
-from pathlib import Path
 
 import trio
 
-from logstream import store
+from logstream.backends.protocol import Backend, Cursor, Job, JobLog, Read
 from logstream.catalog import Catalog
-from logstream.ingest import Conflict, JobEnd, NotYours, Records, RemoteJobSpec
-from logstream.joblog import Cursor, LiveLog, Read, _read_disk
+from logstream.errors import Conflict as StateConflict
+from logstream.errors import JobExists, StorageError, UnknownJob
+from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, RemoteJobSpec
+from logstream.joblog import LiveLog
 from logstream.ring import DEFAULT_RING_LINES, Block
-from logstream.store import Job, LogReader, UnknownJob
 
 RESTORE_NEWEST_JOBS = 500
 WATCH_INTERVAL_S = 1.0
@@ -46,36 +49,50 @@ def token_owner(token: bytes | None) -> str:
 
 
 class RemoteLog:
-    """One remote job as viewers see it: live while its runner uploads, from disk otherwise."""
+    """One remote job as viewers see it: live while its runner uploads, stored otherwise."""
 
-    def __init__(self, path: Path, job: Job, last: int, seen_at: float) -> None:
-        self.path = path
+    def __init__(self, stored: JobLog | None, seen_at: float) -> None:
         self.live: LiveLog | None = None
+        self.stored = stored
         #: trio time of the runner's last request.
         self.seen_at = seen_at
-        self.interrupted = False
-        self.ended = job.ended
+        #: Quiet for longer than the runner timeout.
+        self.overdue = False
         self.lock = trio.Lock()
-        self._job = job
-        self._last = last
-        self._reader = LogReader(path)
         self._changed = trio.Event()
 
     @property
     def job(self) -> Job:
         if self.live is not None:
             return self.live.job
-        status = "interrupted" if self.interrupted and not self._job.ended else self._job.status
-        return dataclasses.replace(self._job, status=status, lines=self._last)
+        assert self.stored is not None
+        job = self.stored.job
+        if job.status == "interrupted" and not self.overdue:
+            # Its writer is gone because this server let it go (or restarted), not its runner.
+            return dataclasses.replace(job, status="running")
+        return job
 
     @property
     def last(self) -> int:
-        return self.live.last if self.live is not None else self._last
+        if self.live is not None:
+            return self.live.last
+        assert self.stored is not None
+        return self.stored.last
+
+    @property
+    def ended(self) -> bool:
+        """The runner recorded the job's end."""
+        return self.job.status in STATUSES
+
+    async def refresh(self, max_age_s: float = 0.0) -> None:
+        if self.live is None and self.stored is not None:
+            await self.stored.refresh(max_age_s)
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         if self.live is not None:
             return await self.live.read_after(cursor, max_bytes)
-        return await _read_disk(self._reader, cursor, max_bytes)
+        assert self.stored is not None
+        return await self.stored.read_after(cursor, max_bytes)
 
     async def wait_beyond(self, seq: int) -> None:
         if self.live is not None:
@@ -86,14 +103,6 @@ class RemoteLog:
     def changed(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-
-    def went_quiet(self, live: LiveLog) -> None:
-        """The live log is suspended: serve the files, as of what it wrote."""
-        self.live = None
-        self._job = dataclasses.replace(live.job)
-        self._last = live.last
-        self.interrupted = True
-        self.changed()
 
 
 class RemoteJobs:
@@ -107,7 +116,7 @@ class RemoteJobs:
         ring_lines: int = DEFAULT_RING_LINES,
     ) -> None:
         self.catalog = catalog
-        self.data_dir = catalog.data_dir
+        self.backend: Backend = catalog.backend
         self.runner_timeout_s = runner_timeout_s
         self.ring_lines = ring_lines
         self._logs: dict[str, RemoteLog] = {}
@@ -115,61 +124,56 @@ class RemoteJobs:
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Restore the running remote jobs of the data directory, then watch for quiet ones."""
-        for job, last, age_s in await trio.to_thread.run_sync(self._find_running):
-            path = self.data_dir.job_path(job.id)
-            remote = RemoteLog(path, job, last, trio.current_time() - age_s)
-            self._logs[job.id] = remote
-            self.catalog.add_remote(remote)
+        """Restore the remote jobs whose runners may still come back, then watch for quiet ones."""
+        await self._restore()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
                 while True:
-                    await self._interrupt_quiet()
+                    await self._release_quiet()
                     await trio.sleep(min(WATCH_INTERVAL_S, self.runner_timeout_s / 4))
         finally:
             self._nursery = None
 
     async def close(self) -> None:
-        """Write what the live logs hold and stop (the server stops; runners resume later)."""
+        """Store what the live logs hold and stop (the server stops; runners resume later)."""
         with trio.move_on_after(5):
             for remote in list(self._logs.values()):
                 if remote.live is not None:
-                    remote.live.suspend()
+                    remote.live.release()
                     await remote.live.wait_closed()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
     async def create(self, job_id: str, spec: RemoteJobSpec, owner: str) -> tuple[int, bool, bool]:
         """Create the job, or find the runner's own: ``(last, ended, created)``."""
-        path = self.data_dir.job_path(job_id)  # raises UnknownJob for an invalid ID
         async with self._creating:
             remote = self._logs.get(job_id)
             created = False
             if remote is None:
                 try:
-                    await trio.to_thread.run_sync(_make_dir, path)
-                except FileExistsError:
+                    writer = await self.backend.create_job(
+                        spec.name,
+                        spec.command,
+                        job_id=job_id,
+                        pid=os.getpid(),
+                        meta=spec.meta,
+                        owner=owner,
+                        started_at=spec.started_at,
+                    )
+                except JobExists:
                     remote = await self._load(job_id)
                 else:
                     created = True
-                    job = Job(
-                        id=job_id,
-                        name=spec.name,
-                        command=spec.command,
-                        started_at=spec.started_at or store.utc_now(),
-                        meta=spec.meta,
-                        owner=owner,
-                        pid=os.getpid(),
-                    )
-                    remote = RemoteLog(path, job, 0, trio.current_time())
+                    remote = RemoteLog(None, trio.current_time())
+                    await self._go_live(remote, LiveLog(writer, self.ring_lines))
                     self._logs[job_id] = remote
                     self.catalog.add_remote(remote)
         _check_owner(remote, owner)
         async with remote.lock:
             if not remote.ended:
-                await self._activate(remote)
+                await self._activate(remote, job_id)
             return remote.last, remote.ended, created
 
     async def append(self, job_id: str, records: Records, owner: str) -> int:
@@ -178,22 +182,22 @@ class RemoteJobs:
         async with remote.lock:
             if remote.ended:
                 raise Conflict("the job has ended", remote.last, ended=True)
-            live = await self._activate(remote)
-            rest = records.after(live.last)
-            if rest is None:
-                return live.last
-            if rest.first > live.last + 1:
+            live = await self._activate(remote, job_id)
+            time_ms = records.time_ms or time.time_ns() // 1_000_000
+            try:
+                last = live.append_block(
+                    Block(records.first, records.last, records.payload, time_ms)
+                )
+            except StorageError:
                 raise Conflict(
-                    f"lines {live.last + 1}..{rest.first - 1} are missing: "
+                    f"lines {live.last + 1}..{records.first - 1} are missing: "
                     f"send from line {live.last + 1}",
                     live.last,
-                )
-            time_ms = rest.time_ms or time.time_ns() // 1_000_000
-            live.append_block(Block(rest.first, rest.last, rest.payload, time_ms))
+                ) from None
             remote.seen_at = trio.current_time()
-            # The disk far behind: the runner waits, and keeps its lines meanwhile.
+            # The backend far behind: the runner waits, and keeps its lines meanwhile.
             await live.wait_writable()
-            return live.last
+            return last
 
     async def end(self, job_id: str, end: JobEnd, owner: str) -> int:
         """Record the job's end once the server has all its lines; the last line."""
@@ -201,7 +205,7 @@ class RemoteJobs:
         async with remote.lock:
             if remote.ended:
                 return remote.last
-            live = await self._activate(remote)
+            live = await self._activate(remote, job_id)
             if live.last != end.lines:
                 raise Conflict(
                     f"the job has {end.lines} lines, the server {live.last}: send the rest first",
@@ -209,123 +213,87 @@ class RemoteJobs:
                 )
             live.finish(end.status, end.exit_code)
             await live.wait_closed()
-            remote.ended = True
             remote.changed()
             self.catalog.notify()
             self.catalog.retire(job_id)
-            del self._logs[job_id]
+            self._logs.pop(job_id, None)
             return live.last
 
     async def _get(self, job_id: str, owner: str) -> RemoteLog:
-        self.data_dir.job_path(job_id)
         async with self._creating:
             remote = self._logs.get(job_id) or await self._load(job_id)
         _check_owner(remote, owner)
         return remote
 
-    async def _load(self, job_id: str) -> RemoteLog:
-        """A remote job of the data directory not known yet (hold ``_creating``)."""
-
-        def load() -> tuple[Job, int]:
-            path = self.data_dir.job_path(job_id)
-            try:
-                job = Job.from_json((path / "job.json").read_bytes())
-            except FileNotFoundError:
-                raise UnknownJob(job_id) from None
-            reader = LogReader(path)
-            if job.status == "running" and (end := reader.end()) is not None:
-                job.status, job.exit_code = end  # ended, but job.json was not rewritten
-            return job, reader.last_seq()
-
-        job, last = await trio.to_thread.run_sync(load)
-        remote = RemoteLog(self.data_dir.job_path(job_id), job, last, trio.current_time())
-        if job.owner is not None and not job.ended:
+    async def _load(self, job_id: str, seen_at: float | None = None) -> RemoteLog:
+        """A job of the backend this process does not know yet (hold ``_creating``)."""
+        stored = await self.backend.open_log(job_id)
+        remote = RemoteLog(stored, trio.current_time() if seen_at is None else seen_at)
+        if stored.job.owner is not None and not remote.ended:
             self._logs[job_id] = remote
             self.catalog.add_remote(remote)
         return remote
 
-    async def _activate(self, remote: RemoteLog) -> LiveLog:
-        """The job's live log, opened (lock taken, torn tail cut) if it is not open; the
-        runner counts as seen. Hold ``remote.lock``."""
+    async def _activate(self, remote: RemoteLog, job_id: str) -> LiveLog:
+        """The job's live log, resumed from the backend if it is not live; the runner counts
+        as seen. Hold ``remote.lock``."""
         remote.seen_at = trio.current_time()
         if remote.live is not None:
             return remote.live
-        assert self._nursery is not None, "RemoteJobs.run is not running"
-        path = self.data_dir.job_path(remote.job.id)
         try:
-            lock_fd = await trio.to_thread.run_sync(store.hold_run_lock, path)
-        except BlockingIOError:
-            raise Conflict("another process writes this job", remote.last) from None
-        try:
-            last = await trio.to_thread.run_sync(store.reopen_log, path)
-            job = dataclasses.replace(remote.job, status="running", lines=last, pid=os.getpid())
-            live = LiveLog(path, job, self.ring_lines, start_after=last)
-            await self._nursery.start(_write_then_unlock, live, lock_fd)
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        remote.live = live
-        remote.interrupted = False
-        remote.changed()
-        self.catalog.notify()
+            writer = await self.backend.resume_job(job_id)
+        except StateConflict as error:
+            raise Conflict(error.message, remote.last) from None
+        live = LiveLog(writer, self.ring_lines)
+        await self._go_live(remote, live)
         return live
 
-    async def _interrupt_quiet(self) -> None:
+    async def _go_live(self, remote: RemoteLog, live: LiveLog) -> None:
+        assert self._nursery is not None, "RemoteJobs.run is not running"
+        try:
+            await self._nursery.start(live.run_writer)
+        except BaseException:
+            live.release()
+            raise
+        remote.live = live
+        remote.overdue = False
+        remote.changed()
+        self.catalog.notify()
+
+    async def _release_quiet(self) -> None:
         deadline = trio.current_time() - self.runner_timeout_s
-        for remote in list(self._logs.values()):
-            if remote.seen_at >= deadline or remote.interrupted or remote.ended:
+        for job_id, remote in list(self._logs.items()):
+            if remote.seen_at >= deadline or remote.overdue:
                 continue
             async with remote.lock:
                 live = remote.live
                 if remote.seen_at >= deadline or remote.ended:
                     continue
                 if live is not None:
-                    live.suspend()
+                    live.release()
                     await live.wait_closed()
-                    remote.went_quiet(live)
-                else:
-                    remote.interrupted = True
-                    remote.changed()
+                    remote.stored = await self.backend.open_log(job_id)
+                    remote.live = None
+                remote.overdue = True
+                remote.changed()
             self.catalog.notify()
 
-    def _find_running(self) -> list[tuple[Job, int, float]]:
-        """Remote jobs that were running when the server stopped: job, last line, quiet for."""
-        found = []
+    async def _restore(self) -> None:
+        """Remote jobs that were running when the server stopped: their runners may be
+        retrying right now, so they show as running until they are overdue."""
         now = time.time()
-        for job_id in self.data_dir.job_ids()[:RESTORE_NEWEST_JOBS]:
-            path = self.data_dir.job_path(job_id)
-            try:
-                job = Job.from_json((path / "job.json").read_bytes())
-                if job.owner is None or job.ended or store.runner_alive(path):
-                    continue
-                reader = LogReader(path)
-                if reader.end() is not None:
-                    continue
-                changed = max(
-                    (path / name).stat().st_mtime
-                    for name in ("job.json", "log")
-                    if (path / name).exists()
-                )
-            except (OSError, ValueError):
+        for job in await self.backend.list_jobs(RESTORE_NEWEST_JOBS):
+            if job.owner is None or job.status != "interrupted":
                 continue
-            found.append((job, reader.last_seq(), max(0.0, now - changed)))
-        return found
+            try:
+                quiet_s = max(0.0, now - await self.backend.changed_at(job.id))
+            except (UnknownJob, OSError):
+                continue
+            if quiet_s < self.runner_timeout_s:
+                async with self._creating:
+                    await self._load(job.id, trio.current_time() - quiet_s)
 
 
 def _check_owner(remote: RemoteLog, owner: str) -> None:
     if remote.job.owner != owner:
         raise NotYours("this job was not created by this runner token")
-
-
-def _make_dir(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()
-
-
-async def _write_then_unlock(
-    live: LiveLog, lock_fd: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    try:
-        await live.run_writer(task_status=task_status)
-    finally:
-        os.close(lock_fd)

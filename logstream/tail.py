@@ -150,8 +150,11 @@ class Output:
     def flush(self) -> None:
         if self._pending:
             file = self._files[self._pending_fd]
-            file.write(b"".join(self._pending))
+            data = b"".join(self._pending)
+            # Cleared before the write: a Ctrl-C (raised between any two bytecodes) right
+            # after the write must not leave the lines pending, to be written again on exit.
             self._pending.clear()
+            file.write(data)
             file.flush()
 
     async def flush_periodically(self) -> None:

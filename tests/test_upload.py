@@ -12,10 +12,10 @@ import trio
 import trio.testing
 
 from logstream import ingest, sse
-from logstream.joblog import Cursor, Read
+from logstream.backends.protocol import Cursor, Read
+from logstream.job import Job
 from logstream.remote import HEARTBEAT_S, Gap, Uploader, UploadFailed
 from logstream.ring import Block, Ring
-from logstream.store import Job
 from logstream.upload import INITIAL_DELAY_S, MAX_DELAY_S, Backoff, Step, Trouble, UploadState
 
 
@@ -91,8 +91,7 @@ class MemoryLog:
         self._wake()
 
     def finish(self, exit_code: int) -> None:
-        self._job.status = "succeeded" if exit_code == 0 else "failed"
-        self._job.exit_code = exit_code
+        self._job = self._job.ending("succeeded" if exit_code == 0 else "failed", exit_code)
         self._wake()
 
     def _wake(self) -> None:
@@ -102,7 +101,10 @@ class MemoryLog:
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)
         assert chunk is not None
-        return Read(chunk, cursor.seq + 1)
+        return Read(chunk, cursor.seq + 1, Cursor(chunk.last))
+
+    async def refresh(self, max_age_s: float = 0.0) -> None:
+        pass
 
     async def wait_beyond(self, seq: int) -> None:
         if self.ring.last <= seq and not self._job.ended:
