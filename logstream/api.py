@@ -36,7 +36,7 @@ import trio
 from quart_trio import QuartTrio
 
 from logstream import routes
-from logstream.backends import open_backend
+from logstream.backends.open_backend import open_backend
 from logstream.catalog import Catalog
 from logstream.config import Settings
 from logstream.jobsfile import JobsFile, load_jobs_file

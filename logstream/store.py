@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from logstream import logformat, sse
-from logstream.errors import JobExists, UnknownJob
+from logstream.errors import BadRequest, JobExists, UnknownJob
 from logstream.job import Job
 from logstream.ring import Block, Chunk
 
@@ -82,7 +82,9 @@ class DataDir:
 
     def named_job_dir(self, job_id: str) -> Path:
         """A new, empty directory for a job whose ID the caller chose; ``JobExists`` if taken."""
-        path = self.job_path(job_id)
+        if not JOB_ID.fullmatch(job_id):
+            raise BadRequest("a job ID is 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        path = self.jobs_path / job_id
         self.create()
         try:
             path.mkdir()
