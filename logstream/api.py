@@ -244,7 +244,7 @@ async def open_server(
 
     ``data_dir``: where logs are kept (default: ``$LOGSTREAM_DATA_DIR``, else
     ``$XDG_STATE_HOME/logstream``). ``port=0`` picks a free port; ``server.url`` tells which.
-    ``token``: require it from every client (§7); a host outside loopback needs one.
+    ``token``: require it from every client (docs/security.md); a host outside loopback needs one.
     ``jobs_file``: a TOML jobs file whose jobs ``POST /api/jobs`` (and ``start_defined``)
     may start. ``masks``: environment variables whose values become ``***`` in the logs.
 

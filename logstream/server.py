@@ -4,7 +4,7 @@
 the real port is known), then runs hypercorn until ``stop`` is set. Callers start it with
 ``await nursery.start(serve_http, ...)``, which returns the bound ``(host, port)``.
 
-The ``Guard`` ASGI middleware sits in front of routing: it checks the token (§7 of the contract),
+The ``Guard`` ASGI middleware sits in front of routing: it checks the token (docs/security.md),
 so a 401 reveals nothing about which jobs exist, and it shields the final body send of every
 response (hypercorn 0.18 with quart-trio sends it from a cancelled scope otherwise, and the
 connection's keep-alive timer is never re-armed: idle keep-alive connections would stay open and

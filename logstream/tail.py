@@ -1,4 +1,4 @@
-"""``logstream tail URL``: follow one job's log in a terminal (contract §6).
+"""``logstream tail URL``: follow one job's log in a terminal (docs/tail.md).
 
 Theory of operation
 -------------------
