@@ -402,8 +402,8 @@ def _number(value: str | None, name: str) -> int | None:
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     digits = value.lstrip("0")
-    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any value this long is
-    # beyond every line there will ever be.
+    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any
+    # value this long is beyond every line there will ever be.
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
