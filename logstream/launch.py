@@ -18,8 +18,10 @@ A timeout stops the job like a cancel does (status ``cancelled``) and appends th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 
 import trio
 
@@ -120,7 +122,7 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         meta=spec.meta,
     )
     try:
-        log = LiveLog(writer, spec.ring_lines)
+        log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
         runner = JobRunner(log, spec)
         catalog.add_live(log)
         await nursery.start(log.run_writer)
@@ -202,3 +204,9 @@ class JobSupervisor:
             del self._jobs[handle.id]
             if handle.result is not None:
                 self.catalog.retire(handle.id)
+
+
+def _say_on_stderr(message: str) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()

@@ -77,10 +77,7 @@ def create_app(state: AppState) -> QuartTrio:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
-            response.headers["Vary"] = "Origin"
-        return response
+        return response  # CORS headers: the ``cors.Cors`` middleware, for every answer
 
     @app.get("/")
     async def index() -> Response:
@@ -97,7 +94,7 @@ def create_app(state: AppState) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body = state.metrics.render(catalog, state.streams)
+        body = state.metrics.render(catalog.live_logs(), state.streams)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/jobs")

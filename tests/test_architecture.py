@@ -19,6 +19,7 @@ PURE = {
     "routes",
     "errors",
     "backends.protocol",
+    "metrics",
 }
 
 
