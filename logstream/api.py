@@ -43,7 +43,7 @@ from logstream.jobsfile import JobsFile, load_jobs_file
 from logstream.jobspec import GRACE_S, JobSpec
 from logstream.launch import JobHandle, JobSupervisor
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import JobResult as RunResult
+from logstream.runner import RunOutcome
 from logstream.server import format_url, serve_http
 from logstream.store import default_data_dir
 from logstream.taskrunner import TaskRunner
@@ -115,7 +115,7 @@ class RunningJob:
         """Wait until the job has ended and its log is complete on disk."""
         return self._result(await self._handle.wait())
 
-    def _result(self, result: RunResult) -> JobResult:
+    def _result(self, result: RunOutcome) -> JobResult:
         return JobResult(self.id, self.name, self.url, result.status, result.exit_code)
 
 

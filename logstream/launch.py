@@ -29,7 +29,7 @@ from logstream.catalog import Catalog
 from logstream.job import Job
 from logstream.joblog import LiveLog
 from logstream.jobspec import GRACE_S, JobSpec
-from logstream.runner import JobResult, JobRunner
+from logstream.runner import JobRunner, RunOutcome
 
 
 class JobHandle:
@@ -43,7 +43,7 @@ class JobHandle:
     ) -> None:
         self.log = log
         self.runner = runner
-        self.result: JobResult | None = None
+        self.result: RunOutcome | None = None
         self._catalog = catalog
         self._started = False
         self._done = trio.Event()
@@ -74,7 +74,7 @@ class JobHandle:
         if not self.job.ended:  # its process group may be gone, its ID reused
             self.runner.stop(signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end (call once); the end is on disk when this returns."""
         if self._started:
             raise RuntimeError(f"job {self.id} already runs")
@@ -92,7 +92,7 @@ class JobHandle:
         finally:
             self._done.set()
 
-    async def wait(self) -> JobResult:
+    async def wait(self) -> RunOutcome:
         """Wait until the job has ended and its end is on disk; its status and exit code."""
         await self._done.wait()
         if self.result is None:

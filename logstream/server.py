@@ -17,24 +17,17 @@ import errno
 import hmac
 import json
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
-from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send
 from logstream.config import DEFAULT_PORT, Settings
 from logstream.cors import Cors
 from logstream.transport import WriteDeadline, tune_listener
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_COOKIE = "logstream_token"
 OPEN_PATHS = frozenset({"/healthz"})

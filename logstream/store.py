@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from logstream import logformat, sse
 from logstream.errors import BadRequest, JobExists, UnknownJob
+from logstream.fdio import write_all
 from logstream.job import Job
 from logstream.ring import Block, Chunk
 
@@ -201,13 +202,13 @@ class LogWriter:
         _write_blocks(self._log, [block.payload for block in blocks])
         self._size = offset
         if entries:
-            _write_all(self._index, b"".join(entries))
+            write_all(self._index, b"".join(entries))
         if sync:
             os.fsync(self._log)
 
     def close(self, end_record: bytes) -> None:
         """Append the end record, make everything durable, and close."""
-        _write_all(self._log, end_record)
+        write_all(self._log, end_record)
         os.fsync(self._log)
         os.fsync(self._index)
         self.close_quietly()
@@ -251,12 +252,6 @@ def _write_blocks(fd: int, payloads: list[bytes]) -> None:
                 break
             written -= size
             at += 1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class LogReader:
@@ -373,7 +368,7 @@ class LogReader:
                 data = file.read()
         except FileNotFoundError:
             return
-        whole = len(data) - len(data) % logformat.INDEX_ENTRY.size
+        whole = logformat.whole_index_length(data)
         for entry in logformat.unpack_index(data[:whole]):
             if not self._seqs or entry[0] > self._seqs[-1]:
                 self._seqs.append(entry[0])

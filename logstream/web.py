@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from logstream.config import Settings
 from logstream.errors import BadRequest, Forbidden, LogstreamError, UnsupportedMediaType
 from logstream.metrics import Metrics
 from logstream.taskrunner import TaskRunner
+from logstream.trioutil import wait_any
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -278,10 +279,7 @@ class AppState:
         yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
         while not self.shutting_down.is_set():
             with trio.move_on_after(1.0):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
-                    await self.catalog.wait_changed()
-                    nursery.cancel_scope.cancel()
+                await wait_any(self.shutting_down.wait, self.catalog.wait_changed)
             jobs = await self.catalog.jobs()
             out = []
             for job in jobs:
@@ -311,11 +309,6 @@ class StreamSlot:
 
     def __del__(self) -> None:
         self.release()
-
-
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
 
 
 def _event(name: str, data: object) -> bytes:

@@ -20,6 +20,9 @@ PURE = {
     "errors",
     "backends.protocol",
     "metrics",
+    "asgi",
+    "fdio",
+    "cors",
 }
 
 
