@@ -115,10 +115,7 @@ class LiveLog:
             return self.ring.last
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
-        if block.first < expected:
-            at = sse.find_line_record(block.payload, expected)
-            block = Block(expected, block.last, block.payload[at:], block.time_ms)
-        self._add(block)
+        self._add(block.after(expected - 1))
         return self.ring.last
 
     def _add(self, block: Block) -> None:
