@@ -36,7 +36,7 @@ import trio
 from quart_trio import QuartTrio
 
 from logstream import routes
-from logstream.backends import open_backend
+from logstream.backends.open_backend import open_backend
 from logstream.catalog import Catalog
 from logstream.config import Settings
 from logstream.ingestweb import IngestRoutes
@@ -45,7 +45,7 @@ from logstream.jobspec import GRACE_S, JobSpec
 from logstream.launch import JobHandle, JobSupervisor
 from logstream.remotejobs import RemoteJobs
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import JobResult as RunResult
+from logstream.runner import RunOutcome
 from logstream.server import format_url, serve_http
 from logstream.store import default_data_dir
 from logstream.taskrunner import TaskRunner
@@ -117,7 +117,7 @@ class RunningJob:
         """Wait until the job has ended and its log is complete on disk."""
         return self._result(await self._handle.wait())
 
-    def _result(self, result: RunResult) -> JobResult:
+    def _result(self, result: RunOutcome) -> JobResult:
         return JobResult(self.id, self.name, self.url, result.status, result.exit_code)
 
 
@@ -246,7 +246,7 @@ async def open_server(
 
     ``data_dir``: where logs are kept (default: ``$LOGSTREAM_DATA_DIR``, else
     ``$XDG_STATE_HOME/logstream``). ``port=0`` picks a free port; ``server.url`` tells which.
-    ``token``: require it from every client (§7); a host outside loopback needs one.
+    ``token``: require it from every client (docs/security.md); a host outside loopback needs one.
     ``jobs_file``: a TOML jobs file whose jobs ``POST /api/jobs`` (and ``start_defined``)
     may start. ``masks``: environment variables whose values become ``***`` in the logs.
 

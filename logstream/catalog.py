@@ -13,6 +13,7 @@ import trio
 
 from logstream.backends.protocol import Backend, Job, JobLog
 from logstream.joblog import LiveLog
+from logstream.trioutil import wait_any
 
 FILE_LOG_CACHE = 256
 
@@ -49,16 +50,7 @@ class Catalog:
 
     async def wait_changed(self) -> None:
         """Return when a job may have changed: here (at once) or in the backend."""
-        changed = self._changed
-        async with trio.open_nursery() as nursery:
-
-            async def backend_changed() -> None:
-                await self.backend.wait_changed()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(backend_changed)
-            await changed.wait()
-            nursery.cancel_scope.cancel()
+        await wait_any(self._changed.wait, self.backend.wait_changed)
 
     async def get(self, job_id: str) -> JobLog:
         """The job's log, its ``job`` and ``last`` as of now; raises ``UnknownJob``.

@@ -17,10 +17,10 @@ from typing import Any
 import trio
 
 from logstream import ingest
+from logstream.asgi import ASGIApp, Receive, Scope, Send
 from logstream.errors import UnknownJob
 from logstream.ingest import IngestError
 from logstream.remotejobs import RemoteJobs, token_owner
-from logstream.server import ASGIApp, Receive, Scope, Send
 from logstream.store import JOB_ID
 
 PREFIX = "/api/ingest/jobs/"

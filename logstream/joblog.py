@@ -20,8 +20,6 @@ backend (``Backend.open_log``).
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,21 +51,23 @@ class LiveLog:
         *,
         on_write_error: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_write_error`` hears, once, that the backend failed (default: our stderr)."""
+        """``on_write_error`` hears, once, that the backend failed (whoever runs the job says
+        where that goes: ``logstream run`` prints it on stderr)."""
         self.max_pending_bytes = max_pending_bytes
         self._writer = writer
         self._stored: JobLog | None = None  # opened at the first read the ring cannot answer
         self._job = writer.job
         stored = writer.last_stored  # more than 0 when a writer resumes a job
         self.ring = Ring(max_lines=ring_lines, last=stored, persisted_through=stored)
-        self._on_write_error = on_write_error or _say_on_stderr
+        self._on_write_error = on_write_error
+        #: The first failure of the backend to store this job's lines, if any.
+        self.write_error: Exception | None = None
         self._pending: list[Block] = []
         self._pending_bytes = 0
         self._changed = trio.Event()
         self._queued = trio.Event()
         self._closed = trio.Event()
         self._persisted = trio.Event()
-        self._write_error: Exception | None = None
         self._last_mark_ms = 0
         self._ended = False
         self._released = False
@@ -79,6 +79,16 @@ class LiveLog:
     @property
     def last(self) -> int:
         return self.ring.last
+
+    @property
+    def ended(self) -> bool:
+        """The command ended (its end may not be stored yet)."""
+        return self._ended
+
+    @property
+    def ring_lines(self) -> int:
+        """Lines held in memory now."""
+        return self.ring.statistics().lines
 
     async def refresh(self, max_age_s: float = 0.0) -> None:
         """Nothing to do: this process knows its own job's state as it changes."""
@@ -106,10 +116,7 @@ class LiveLog:
             return self.ring.last
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
-        if block.first < expected:
-            at = sse.find_line_record(block.payload, expected)
-            block = Block(expected, block.last, block.payload[at:], block.time_ms)
-        self._add(block)
+        self._add(block.after(expected - 1))
         return self.ring.last
 
     def _add(self, block: Block) -> None:
@@ -174,7 +181,7 @@ class LiveLog:
                 sync = trio.current_time() >= next_sync
                 if sync:
                     next_sync = trio.current_time() + SYNC_INTERVAL_S
-                if self._write_error is None:
+                if self.write_error is None:
                     # Shielded: a block taken from the queue must reach the backend.
                     with trio.CancelScope(shield=True):
                         await self._write(self._writer.append_blocks(blocks, sync=sync))
@@ -202,13 +209,14 @@ class LiveLog:
         try:
             await write
         except (OSError, StorageError) as error:
-            if self._write_error is None:
-                self._write_error = error
-                reason = error.strerror if isinstance(error, OSError) else error.message
-                self._on_write_error(
-                    f"logstream: cannot write the log of job {self._job.id}: "
-                    f"{reason}; later lines are kept in memory only"
-                )
+            if self.write_error is None:
+                self.write_error = error
+                if self._on_write_error is not None:
+                    reason = error.strerror if isinstance(error, OSError) else error.message
+                    self._on_write_error(
+                        f"logstream: cannot write the log of job {self._job.id}: "
+                        f"{reason}; later lines are kept in memory only"
+                    )
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)
@@ -226,9 +234,3 @@ class LiveLog:
     @property
     def _stopping(self) -> bool:
         return self._ended or self._released
-
-
-def _say_on_stderr(message: str) -> None:
-    with contextlib.suppress(OSError):
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()

@@ -18,8 +18,10 @@ A timeout stops the job like a cancel does (status ``cancelled``) and appends th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 
 import trio
 
@@ -27,7 +29,7 @@ from logstream.catalog import Catalog
 from logstream.job import Job
 from logstream.joblog import LiveLog
 from logstream.jobspec import GRACE_S, JobSpec
-from logstream.runner import JobResult, JobRunner
+from logstream.runner import JobRunner, RunOutcome
 
 
 class JobHandle:
@@ -41,7 +43,7 @@ class JobHandle:
     ) -> None:
         self.log = log
         self.runner = runner
-        self.result: JobResult | None = None
+        self.result: RunOutcome | None = None
         self._catalog = catalog
         self._started = False
         self._done = trio.Event()
@@ -72,7 +74,7 @@ class JobHandle:
         if not self.job.ended:  # its process group may be gone, its ID reused
             self.runner.stop(signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end (call once); the end is on disk when this returns."""
         if self._started:
             raise RuntimeError(f"job {self.id} already runs")
@@ -90,7 +92,7 @@ class JobHandle:
         finally:
             self._done.set()
 
-    async def wait(self) -> JobResult:
+    async def wait(self) -> RunOutcome:
         """Wait until the job has ended and its end is on disk; its status and exit code."""
         await self._done.wait()
         if self.result is None:
@@ -120,7 +122,7 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         meta=spec.meta,
     )
     try:
-        log = LiveLog(writer, spec.ring_lines)
+        log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
         runner = JobRunner(log, spec)
         catalog.add_live(log)
         await nursery.start(log.run_writer)
@@ -202,3 +204,9 @@ class JobSupervisor:
             del self._jobs[handle.id]
             if handle.result is not None:
                 self.catalog.retire(handle.id)
+
+
+def _say_on_stderr(message: str) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()

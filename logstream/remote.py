@@ -29,8 +29,8 @@ import httpx
 import trio
 
 from logstream import ingest, routes, sse
-from logstream.backends import open_backend
 from logstream.backends.datadir import DataDirBackend
+from logstream.backends.open_backend import open_backend
 from logstream.backends.protocol import Backend, Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.cimeta import ci_meta

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from logstream.fdio import write_all
 from logstream.joblog import LiveLog
 from logstream.jobspec import JobSpec
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
@@ -50,7 +51,7 @@ PTY_SIZE = (50, 200)  # rows, columns
 
 
 @dataclass(frozen=True)
-class JobResult:
+class RunOutcome:
     """How a job ended: its status and the command's exit status."""
 
     status: str
@@ -91,7 +92,7 @@ class JobRunner:
         if self._pgid is not None:
             _killpg(self._pgid, signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end; record the end in the log; return status and exit code."""
         try:
             process, streams = await self._start()
@@ -99,7 +100,7 @@ class JobRunner:
             self._append_notice(f"logstream: cannot run {self.spec.command[0]!r}: {error.strerror}")
             code = 127 if error.errno == errno.ENOENT else 126
             self.log.finish("failed", code)
-            return JobResult("failed", code)
+            return RunOutcome("failed", code)
         self._pgid = process.pid
         if self._stop.is_set():
             _killpg(process.pid, self._signal)
@@ -137,7 +138,7 @@ class JobRunner:
             if self._stop.is_set():
                 # Told to stop: don't wait long for a terminal that takes nothing.
                 copying.cancel_scope.deadline = trio.current_time() + DRAIN_S
-        return JobResult(status, exit_code)
+        return RunOutcome(status, exit_code)
 
     async def _start(self) -> tuple[trio.Process, list[trio.abc.ReceiveStream]]:
         env = dict(os.environ if self.spec.env is None else self.spec.env)
@@ -244,7 +245,7 @@ class JobRunner:
             self._tees[2].put(line)
         elif self.spec.tee:
             with contextlib.suppress(OSError):
-                _write_all(2, line)
+                write_all(2, line)
 
 
 def _take_controlling_terminal() -> None:
@@ -315,12 +316,6 @@ def _killpg_probe(pgid: int) -> bool:
     return True
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Tee:
     """Copies one stream's raw bytes to our own stdout or stderr, from a task of its own.
 
@@ -367,7 +362,7 @@ class _Tee:
             self._chunks.clear()
             try:
                 # Abandoned on cancel: a terminal that takes nothing must not hold us.
-                await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(write_all, self.fd, data, abandon_on_cancel=True)
             except BrokenPipeError:
                 self._fail(None)  # our reader went away (`| head`): quietly stop copying
             except OSError as error:
@@ -384,7 +379,7 @@ class _Tee:
         if error is not None and self.fd != 2:
             name = {1: "stdout"}.get(self.fd, f"fd {self.fd}")
             with contextlib.suppress(OSError):
-                _write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
+                write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
 
     def _wake(self) -> None:
         self._changed.set()

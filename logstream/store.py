@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from logstream import logformat, sse
-from logstream.errors import JobExists, UnknownJob
+from logstream.errors import BadRequest, JobExists, UnknownJob
+from logstream.fdio import write_all
 from logstream.job import Job
 from logstream.ring import Block, Chunk
 
@@ -82,7 +83,9 @@ class DataDir:
 
     def named_job_dir(self, job_id: str) -> Path:
         """A new, empty directory for a job whose ID the caller chose; ``JobExists`` if taken."""
-        path = self.job_path(job_id)
+        if not JOB_ID.fullmatch(job_id):
+            raise BadRequest("a job ID is 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        path = self.jobs_path / job_id
         self.create()
         try:
             path.mkdir()
@@ -244,13 +247,13 @@ class LogWriter:
         _write_blocks(self._log, [block.payload for block in blocks])
         self._size = offset
         if entries:
-            _write_all(self._index, b"".join(entries))
+            write_all(self._index, b"".join(entries))
         if sync:
             os.fsync(self._log)
 
     def close(self, end_record: bytes) -> None:
         """Append the end record, make everything durable, and close."""
-        _write_all(self._log, end_record)
+        write_all(self._log, end_record)
         os.fsync(self._log)
         os.fsync(self._index)
         self.close_quietly()
@@ -294,12 +297,6 @@ def _write_blocks(fd: int, payloads: list[bytes]) -> None:
                 break
             written -= size
             at += 1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class LogReader:
@@ -416,7 +413,7 @@ class LogReader:
                 data = file.read()
         except FileNotFoundError:
             return
-        whole = len(data) - len(data) % logformat.INDEX_ENTRY.size
+        whole = logformat.whole_index_length(data)
         for entry in logformat.unpack_index(data[:whole]):
             if not self._seqs or entry[0] > self._seqs[-1]:
                 self._seqs.append(entry[0])

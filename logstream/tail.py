@@ -1,4 +1,4 @@
-"""``logstream tail URL``: follow one job's log in a terminal (contract §6).
+"""``logstream tail URL``: follow one job's log in a terminal (docs/tail.md).
 
 Theory of operation
 -------------------
@@ -40,7 +40,7 @@ import httpx
 import trio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from logstream import sse
+from logstream import routes, sse
 
 #: The job was cancelled without a non-zero exit code of its own (as after Ctrl-C).
 EXIT_CANCELLED = 130
@@ -86,11 +86,11 @@ class Target:
 
     @property
     def events_url(self) -> str:
-        return f"{self.base}/api/jobs/{self.job_id}/events"
+        return self.base + routes.job_events(self.job_id)
 
     @property
     def job_url(self) -> str:
-        return f"{self.base}/api/jobs/{self.job_id}"
+        return self.base + routes.job_api(self.job_id)
 
 
 def parse_target(url: str) -> Target:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from logstream.config import Settings
 from logstream.errors import BadRequest, Forbidden, LogstreamError, UnsupportedMediaType
 from logstream.metrics import Metrics
 from logstream.taskrunner import TaskRunner
+from logstream.trioutil import wait_any
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -77,10 +78,7 @@ def create_app(state: AppState) -> QuartTrio:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
-            response.headers["Vary"] = "Origin"
-        return response
+        return response  # CORS headers: the ``cors.Cors`` middleware, for every answer
 
     @app.get("/")
     async def index() -> Response:
@@ -97,7 +95,7 @@ def create_app(state: AppState) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body = state.metrics.render(catalog, state.streams)
+        body = state.metrics.render(catalog.live_logs(), state.streams)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/jobs")
@@ -281,10 +279,7 @@ class AppState:
         yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
         while not self.shutting_down.is_set():
             with trio.move_on_after(1.0):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
-                    await self.catalog.wait_changed()
-                    nursery.cancel_scope.cancel()
+                await wait_any(self.shutting_down.wait, self.catalog.wait_changed)
             jobs = await self.catalog.jobs()
             out = []
             for job in jobs:
@@ -314,11 +309,6 @@ class StreamSlot:
 
     def __del__(self) -> None:
         self.release()
-
-
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
 
 
 def _event(name: str, data: object) -> bytes:
@@ -403,8 +393,8 @@ def _number(value: str | None, name: str) -> int | None:
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     digits = value.lstrip("0")
-    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
-    # beyond every line there will ever be.
+    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any
+    # value this long is beyond every line there will ever be.
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 

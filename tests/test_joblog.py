@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
+from logstream import logformat, sse
 from logstream.backends.datadir import DataDirBackend, FileLog
+from logstream.backends.protocol import Cursor
+from logstream.errors import StorageError
 from logstream.joblog import LiveLog
+from logstream.ring import Block
 from logstream.store import LogReader
 
 
@@ -77,3 +82,46 @@ async def test_file_log_shows_the_job_as_it_is_after_each_refresh(tmp_path: Path
         await log.refresh()
     assert (log.job.status, log.job.exit_code, log.last, log.job.lines) == ("failed", 5, 3, 3)
     assert log.job.finished_at is not None
+
+
+async def test_numbered_blocks_are_taken_once_whatever_is_re_sent(tmp_path: Path) -> None:
+    log, path = await new_log(tmp_path)
+    sent = [Block(n, n + 1, sse.encode_lines(n, [f"l{n}", f"l{n + 1}"]), 0) for n in (1, 3)]
+    assert log.append_block(sent[0]) == 2
+    assert log.append_block(sent[0]) == 2  # re-sent after a lost acknowledgement
+    overlapping = Block(2, 4, sse.encode_lines(2, ["l2", "l3", "l4"]), 0)
+    assert log.append_block(overlapping) == 4
+    with pytest.raises(StorageError):
+        log.append_block(Block(6, 6, sse.encode_lines(6, ["l6"]), 0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        log.finish("succeeded", 0)
+    assert LogReader(path).last_seq() == 4
+    assert (log.job.status, log.job.lines) == ("succeeded", 4)
+    stored = await DataDirBackend(tmp_path).open_log(log.job.id)
+    assert [
+        line[0] for line in logformat.iter_lines((await stored.read_after(Cursor(0))).chunk.payload)
+    ] == [1, 2, 3, 4]
+
+
+async def test_a_resumed_job_goes_on_numbering_after_its_stored_lines(tmp_path: Path) -> None:
+    backend = DataDirBackend(tmp_path)
+    first, path = await new_log(tmp_path)
+    first.append(["a", "b"])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(first.run_writer)
+        with trio.fail_after(10):
+            await first.wait_persisted(2)
+        nursery.cancel_scope.cancel()
+    await first._writer.release()  # the runner went away without an end
+    resumed = LiveLog(await backend.resume_job(first.job.id))
+    assert resumed.last == 2
+    resumed.append(["c"])
+    read = await resumed.read_after(Cursor(0))  # line 1 and 2 come from disk, 3 from the ring
+    assert read.chunk.last == 2
+    assert (await resumed.read_after(read.next)).chunk.last == 3
+    async with trio.open_nursery() as nursery:
+        await nursery.start(resumed.run_writer)
+        resumed.finish("succeeded", 0)
+    assert LogReader(path).last_seq() == 3
+    assert (await backend.open_log(first.job.id)).job.status == "succeeded"

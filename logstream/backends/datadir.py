@@ -254,9 +254,7 @@ def new_blocks(blocks: Sequence[Block], last_stored: int) -> list[Block]:
             continue
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
-        if block.first < expected:
-            at = sse.find_line_record(block.payload, expected)
-            block = Block(expected, block.last, block.payload[at:], block.time_ms)
+        block = block.after(expected - 1)
         new.append(block)
         expected = block.last + 1
     return new
