@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-The client reads ``GET /api/jobs/<ID>/events`` with httpx and httpx-sse. It owns one number, the
+The client reads ``GET /api/jobs/<ID>/events`` with httpx and parses it with ``sse.SSEParser``
+(the project's one parser: WHATWG-exact, property-tested). It owns one number, the
 last line it has printed (``last``); a line event whose ID is not above it is never printed
 again, and every reconnect sends ``Last-Event-ID: last``, so after a dropped connection the
 server continues with the next line: nothing lost, nothing repeated. ``--from N`` starts with
@@ -38,7 +39,6 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 import trio
-from httpx_sse import ServerSentEvent, aconnect_sse
 
 from logstream import routes, sse
 
@@ -291,29 +291,39 @@ class Tail:
         headers: dict[str, str] = {}
         if self.last is not None:
             headers["Last-Event-ID"] = str(self.last)
-        async with aconnect_sse(client, "GET", self.target.events_url, headers=headers) as source:
-            response = source.response
+        headers |= {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        async with client.stream("GET", self.target.events_url, headers=headers) as response:
             if response.status_code == 204:
                 # Resumed at the end of a finished job: its end is in the job's metadata.
                 self._connected = True
                 job = await self._job(client)
                 return _Ended(str(job["status"]), _int_or_none(job["exit_code"]))
             await self._check(response)
+            content_type = response.headers.get("content-type", "").partition(";")[0]
+            if content_type.strip().lower() != "text/event-stream":
+                raise _Dropped(f"not an event stream ({content_type[:60]!r})")
             self._connected = True
-            async for event in source.aiter_sse():
-                ended = self._handle(event)
-                if ended is not None:
-                    return ended
-                if stop_at is not None and (self.last or 0) >= stop_at:
-                    return None
+            parser = sse.SSEParser()
+            async for data in response.aiter_bytes():
+                for event in self._feed(parser, data):
+                    ended = self._handle(event)
+                    if ended is not None:
+                        return ended
+                    if stop_at is not None and (self.last or 0) >= stop_at:
+                        return None
         raise _Dropped("the server closed the stream")
 
-    def _handle(self, event: ServerSentEvent) -> _Ended | None:
-        if event.retry is not None:
-            self.retry_ms = event.retry
-            return None
+    def _feed(self, parser: sse.SSEParser, data: bytes) -> list[sse.Event]:
+        """The events ``data`` completes; a ``retry:`` among them is taken at once."""
+        events = parser.feed(data)
+        if parser.retry_ms is not None:
+            self.retry_ms = parser.retry_ms
+        return events
+
+    def _handle(self, event: sse.Event) -> _Ended | None:
         if event.event in LINE_EVENTS:
-            seq = int(event.id) if event.id.isascii() and event.id.isdigit() else None
+            line_id = event.id or ""
+            seq = int(line_id) if line_id.isascii() and line_id.isdigit() else None
             if seq is None or (self.last is not None and seq <= self.last):
                 return None  # never print a line twice
             self.output.line(sse.line_text(event.data), stderr=event.event == "stderr")
