@@ -14,7 +14,8 @@ would then skip the lines written during the outage.
 
 A dropped connection, a refused connection or a 5xx answer is an outage: the client waits at
 least the server's ``retry:`` delay, doubling it while attempts keep failing (at most
-``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server. The
+``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server (these
+rules are the pure ``reconnect.Reconnect``; this module drives it). The
 read timeout is well above the server's 15 s keep-alive, so an idle job is never mistaken for
 a dead connection, but a silently broken one is noticed.
 
@@ -30,7 +31,6 @@ Exit status (documented in docs/tail.md): see ``exit_status`` and the ``EXIT_*``
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +41,7 @@ import httpx
 import trio
 
 from logstream import routes, sse
+from logstream.reconnect import Reconnect
 
 #: The job was cancelled without a non-zero exit code of its own (as after Ctrl-C).
 EXIT_CANCELLED = 130
@@ -59,9 +60,6 @@ CONNECT_TIMEOUT_S = 10.0
 #: Above the server's keep-alive interval (15 s), so an idle stream is not cut.
 READ_TIMEOUT_S = 45.0
 DEFAULT_RECONNECT_FOR_S = 600.0
-MAX_BACKOFF_S = 30.0
-#: A connection that stayed open this long was healthy: the backoff starts over.
-HEALTHY_S = 10.0
 FLUSH_INTERVAL_S = 0.05
 JOB_PATH = re.compile(r"^(?P<prefix>.*?)/(?:api/)?jobs/(?P<id>[A-Za-z0-9_-]{1,64})(?:/events)?/?$")
 LINE_EVENTS = frozenset({"", "message", "stderr"})
@@ -242,11 +240,9 @@ class Tail:
                 stop_at = _int_or_none(job["lines"]) or 0
                 if (self.last or 0) >= stop_at:
                     return 0
-        failures = 0
-        reachable_at = self.clock()
-        outage: str | None = None
+        reconnect = Reconnect(self.target.base, self.reconnect_for_s, self.retry_ms)
         while True:
-            connected_at = self.clock()
+            reconnect.attempt_started(self.clock())
             try:
                 ended = await self._stream(client, stop_at)
                 if ended is None:
@@ -255,31 +251,15 @@ class Tail:
                 return exit_status(ended.status, ended.exit_code)
             except (_Dropped, httpx.TransportError) as error:
                 reason = _describe(error)
-            now = self.clock()
-            if self._connected:
-                reachable_at = now
-                if outage is None:
-                    self.output.notice(f"connection lost ({reason}); reconnecting")
-                    outage = reason
-            elif outage is None:
-                self.output.notice(f"cannot reach {self.target.base} ({reason}); retrying")
-                outage = reason
-            if self._progressed or now - connected_at >= HEALTHY_S:
-                failures = 0
-            if now - reachable_at >= self.reconnect_for_s > 0:
-                raise TailError(
-                    f"giving up: {self.target.base} unreachable for "
-                    f"{self.reconnect_for_s:g} s ({reason})",
-                    EXIT_UNAVAILABLE,
-                )
-            await trio.sleep(self._backoff(failures))
-            failures += 1
-
-    def _backoff(self, failures: int) -> float:
-        base = self.retry_ms / 1000
-        delay = min(max(base, base * 2.0**failures), max(MAX_BACKOFF_S, base))
-        jitter: float = random.uniform(1.0, 1.1)  # spreads clients that lost the same server
-        return delay * jitter
+            reconnect.retry_ms = self.retry_ms
+            retry = reconnect.dropped(
+                self.clock(), reason, connected=self._connected, progressed=self._progressed
+            )
+            if retry.notice:
+                self.output.notice(retry.notice)
+            if retry.give_up:
+                raise TailError(retry.give_up, EXIT_UNAVAILABLE)
+            await trio.sleep(retry.delay_s)
 
     async def _stream(self, client: httpx.AsyncClient, stop_at: int | None) -> _Ended | None:
         """One connection: print lines until the end (returned), ``stop_at``, or a drop."""
