@@ -24,6 +24,7 @@ PURE = {
     "fdio",
     "cors",
     "reconnect",
+    "eventstream",
 }
 
 

@@ -206,6 +206,7 @@ def test_pure_core_imports_no_async_framework() -> None:
         "import logstream.jobspec, logstream.job, logstream.routes, logstream.errors\n"
         "import logstream.backends.protocol, logstream.metrics, logstream.asgi\n"
         "import logstream.fdio, logstream.cors, logstream.reconnect\n"
+        "import logstream.eventstream\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )
