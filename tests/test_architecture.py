@@ -26,6 +26,8 @@ PURE = {
     "ingest",
     "upload",
     "cimeta",
+    "reconnect",
+    "eventstream",
 }
 
 

@@ -358,3 +358,28 @@ async def test_kill_9_of_serve_mid_job_and_restart_lose_and_repeat_nothing(
     assert bytes(running.stderr).count(b"logstream: lost the connection") <= 1
     os.kill(serving.pid, signal.SIGTERM)
     assert await serving.wait_exit() == 0
+
+
+async def test_a_server_that_never_answers_holds_the_job_up_no_longer_than_the_upload_timeout(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    held: list[trio.SocketStream] = []
+
+    async def black_hole(stream: trio.SocketStream) -> None:
+        held.append(stream)  # accepted, never read, never answered
+        await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, black_hole, listeners)
+    base = f"http://127.0.0.1:{port}"
+    script = "import sys\nfor n in range(1, 101): print('line', n)\nsys.exit(5)\n"
+    running, job_id = await start_runner(
+        nursery, base, tmp_path / "runner", script, "--upload-timeout", "1"
+    )
+    assert await running.wait_exit() == 5
+    assert bytes(running.stdout).count(b"\n") == 100
+    assert held, "the runner tried to upload"
+    stderr = bytes(running.stderr).decode()
+    assert f"100 of 100 lines (and the job's end) are not uploaded to {base}" in stderr
+    assert f"logstream push --server {base} {job_id}" in stderr
