@@ -127,6 +127,29 @@ def server_options(function: F) -> F:
     return function
 
 
+def upload_timeout_option(help_text: str) -> Callable[[F], F]:
+    """``--upload-timeout SECONDS`` of ``run --server`` and ``push``."""
+    return click.option(
+        "--upload-timeout",
+        "upload_timeout_s",
+        type=click.FloatRange(min=0),
+        default=60.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+#: ``--data-dir`` of the commands that only read or tidy the data directory.
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="LOGSTREAM_DATA_DIR",
+    default=None,
+    help="The data directory [default: $XDG_STATE_HOME/logstream].",
+)
+
+
 def make_settings(options: dict[str, Any]) -> Settings:
     masks = list(options.pop("masks", ()))
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
@@ -176,15 +199,7 @@ def cli() -> None:
     metavar="URL",
     help="Send the log to this `logstream serve` instead of serving it here (CI runners).",
 )
-@click.option(
-    "--upload-timeout",
-    "upload_timeout_s",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="With --server: after the command ends, wait at most this long for the upload.",
-)
+@upload_timeout_option("With --server: after the command ends, wait at most this long.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     command: tuple[str, ...],
@@ -394,22 +409,8 @@ async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int |
     help="The `logstream serve` to upload to (also LOGSTREAM_SERVER).",
 )
 @click.option("--token", envvar="LOGSTREAM_TOKEN", default=None, help="The server's runner token.")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="LOGSTREAM_DATA_DIR",
-    default=None,
-    help="The data directory [default: $XDG_STATE_HOME/logstream].",
-)
-@click.option(
-    "--upload-timeout",
-    "upload_timeout_s",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Give up on a job after this long.",
-)
+@data_dir_option
+@upload_timeout_option("Give up on a job after this long.")
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
 def push(
     server: str,
@@ -517,13 +518,7 @@ def tail_command(
 
 
 @cli.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="LOGSTREAM_DATA_DIR",
-    default=None,
-    help="The data directory [default: $XDG_STATE_HOME/logstream].",
-)
+@data_dir_option
 @click.option(
     "--keep-days",
     type=click.FloatRange(min=0),

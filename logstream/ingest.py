@@ -27,6 +27,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from logstream.errors import LogstreamError
+
 MAX_BODY_BYTES = 8 << 20  # an upload's records, uncompressed
 MAX_JOB_SPEC_BYTES = 64 * 1024
 MAX_META_KEYS = 32
@@ -46,34 +48,34 @@ _TIME_MARK = re.compile(rb"(?:\A|\n)event: time\ndata: ([0-9]+)\n\n")
 _META_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
-class IngestError(ValueError):
-    """An upload the server refuses; ``status`` is the HTTP status to answer with."""
+class IngestError(LogstreamError):
+    """An upload the server refuses (its ``error_status_hint`` says how)."""
 
-    status = 400
+    error_status_hint = 400
 
 
 class BodyTooLarge(IngestError):
     """The body is over the size limit (compressed or not)."""
 
-    status = 413
+    error_status_hint = 413
 
 
 class UnsupportedEncoding(IngestError):
-    """A ``Content-Encoding`` other than gzip or identity."""
+    """A ``Content-Type`` or ``Content-Encoding`` the ingest routes do not take."""
 
-    status = 415
+    error_status_hint = 415
 
 
 class NotYours(IngestError):
     """The job exists but this runner's token did not create it (or it is not a remote job)."""
 
-    status = 403
+    error_status_hint = 403
 
 
 class Conflict(IngestError):
     """The upload does not continue what the server has; ``last``: the line to resume after."""
 
-    status = 409
+    error_status_hint = 409
 
     def __init__(self, message: str, last: int, ended: bool = False) -> None:
         super().__init__(message)

@@ -17,8 +17,8 @@ from typing import Any
 import trio
 
 from logstream import ingest
-from logstream.asgi import ASGIApp, Receive, Scope, Send
-from logstream.errors import UnknownJob
+from logstream.asgi import ASGIApp, Receive, Scope, Send, send_json
+from logstream.errors import LogstreamError, UnknownJob
 from logstream.ingest import IngestError
 from logstream.remotejobs import RemoteJobs, token_owner
 from logstream.store import JOB_ID
@@ -41,15 +41,15 @@ class IngestRoutes:
             return
         try:
             status, answer = await self._answer(scope, receive)
-        except IngestError as error:
-            status, answer = error.status, {"error": str(error)}
+        except UnknownJob:
+            status, answer = 404, {"error": "no such job: create it with PUT first"}
+        except LogstreamError as error:
+            status, answer = error.error_status_hint, {"error": error.message}
             if isinstance(error, ingest.Conflict):
                 answer.update(last=error.last, ended=error.ended)
             elif isinstance(error, ingest.BodyTooLarge):
                 answer["max_bytes"] = ingest.MAX_BODY_BYTES
-        except UnknownJob:
-            status, answer = 404, {"error": "no such job: create it with PUT first"}
-        await _send_json(send, status, answer)
+        await send_json(send, status, answer, [(b"cache-control", b"no-store")])
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         match = _ROUTE.fullmatch(scope["path"])
@@ -116,14 +116,3 @@ async def _read_body(receive: Receive, max_bytes: int) -> bytes:
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
-
-
-async def _send_json(send: Send, status: int, data: object) -> None:
-    body = json.dumps(data).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

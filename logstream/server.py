@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hmac
-import json
 import socket
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
@@ -24,7 +23,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from logstream.asgi import ASGIApp, Message, Receive, Scope, Send
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from logstream.config import DEFAULT_PORT, Settings
 from logstream.cors import Cors
 from logstream.transport import WriteDeadline, tune_listener
@@ -32,6 +31,7 @@ from logstream.transport import WriteDeadline, tune_listener
 TOKEN_COOKIE = "logstream_token"
 OPEN_PATHS = frozenset({"/healthz"})
 INGEST_PREFIX = "/api/ingest/"
+CHALLENGE = [(b"www-authenticate", b'Bearer realm="logstream"')]
 
 
 class PortInUse(OSError):
@@ -133,7 +133,7 @@ class Guard:
             return
         supplied, from_query = _supplied_token(scope)
         if supplied is None or not hmac.compare_digest(supplied, self.token):
-            await _send_json(send, 401, {"error": "authentication required"})
+            await send_json(send, 401, {"error": "authentication required"}, CHALLENGE)
             return
         if from_query:
             send = _set_cookie(send, self.token, secure=scope.get("scheme") == "https")
@@ -144,7 +144,7 @@ class Guard:
         if expected is not None:
             supplied = _bearer_token(scope)
             if supplied is None or not hmac.compare_digest(supplied, expected):
-                await _send_json(send, 401, {"error": "a runner token is required"})
+                await send_json(send, 401, {"error": "a runner token is required"}, CHALLENGE)
                 return
         scope["logstream.runner"] = expected
         await self.app(scope, receive, send)
@@ -201,14 +201,3 @@ def _shield_final_send(send: Send) -> Send:
             await send(message)
 
     return shielded
-
-
-async def _send_json(send: Send, status: int, data: object) -> None:
-    body = json.dumps(data).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="logstream"'),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

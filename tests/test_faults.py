@@ -19,7 +19,7 @@ import trio
 from logstream.config import Settings
 
 from .conftest import running_server, with_settings
-from .processes import start_logstream
+from .processes import start_logstream, start_runner
 from .sse_client import ResumingClient
 
 DEADLINE_S = 60
@@ -228,20 +228,13 @@ async def test_200_cuts_of_a_runners_uploads_store_and_show_every_line_once(
         async with trio.open_nursery() as proxies:
             upload_port = await proxies.start(uploads.serve)
             view_port = await proxies.start(views.serve)
-            running = await start_logstream(
+            running, job_id = await start_runner(
                 nursery,
-                "run",
-                "--quiet",
-                "--server",
                 f"http://127.0.0.1:{upload_port}",
-                "--data-dir",
-                str(tmp_path / "runner"),
-                "--",
-                PY,
-                "-c",
+                tmp_path / "runner",
                 script,
+                "--quiet",
             )
-            job_id, _ = await running.wait_for_url()
             follower = ResumingClient(f"http://127.0.0.1:{view_port}/api/jobs/{job_id}/events")
             async with trio.open_nursery() as reading:
                 reading.start_soon(follower.run)

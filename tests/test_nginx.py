@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -25,14 +24,13 @@ import trio
 from logstream import api, sse
 from logstream.config import Settings
 
-from .processes import start_logstream
+from .processes import start_runner
 from .sse_client import ResumingClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DEADLINE_S = 60
 READ_TIMEOUT_S = 3
-PY = sys.executable
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(NGINX), reason="nginx is not installed (scripts/test.sh installs it)"
@@ -131,21 +129,7 @@ async def through_nginx(nursery: trio.Nursery, tmp_path: Path, base: str) -> Non
         f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
         "for n in range(1001, 2001): print('line', n)\n"
     )
-    running = await start_logstream(
-        nursery,
-        "run",
-        "--quiet",
-        "--server",
-        base,
-        "--data-dir",
-        str(tmp_path / "runner"),
-        "--",
-        PY,
-        "-c",
-        script,
-    )
-    job_id, url = await running.wait_for_url()
-    assert url == f"{base}/jobs/{job_id}"
+    running, job_id = await start_runner(nursery, base, tmp_path / "runner", script, "--quiet")
     viewer = ResumingClient(f"{base}/api/jobs/{job_id}/events")
     with trio.fail_after(DEADLINE_S):
         async with trio.open_nursery() as reading:

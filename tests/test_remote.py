@@ -21,44 +21,10 @@ import trio
 from logstream import sse
 
 from .livejobs import read_events
-from .processes import DEADLINE_S, Logstream, start_logstream
+from .processes import DEADLINE_S, start_logstream, start_runner, start_serve
 from .sse_client import ResumingClient
 
 PY = sys.executable
-
-
-async def start_serve(nursery: trio.Nursery, data_dir: Path, *args: str) -> tuple[Logstream, str]:
-    serving = await start_logstream(
-        nursery, "serve", "--port", "0", "--data-dir", str(data_dir), *args
-    )
-    return serving, await serving.wait_for_serving()
-
-
-async def start_runner(
-    nursery: trio.Nursery,
-    server: str,
-    data_dir: Path,
-    script: str,
-    *args: str,
-    env: dict[str, str] | None = None,
-) -> tuple[Logstream, str]:
-    running = await start_logstream(
-        nursery,
-        "run",
-        "--server",
-        server,
-        "--data-dir",
-        str(data_dir),
-        *args,
-        "--",
-        PY,
-        "-c",
-        script,
-        env=env,
-    )
-    job_id, url = await running.wait_for_url()
-    assert url == f"{server}/jobs/{job_id}"
-    return running, job_id
 
 
 async def get_job(base: str, job_id: str, token: str | None = None) -> dict[str, object]:
