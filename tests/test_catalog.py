@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from logstream.backends.datadir import DataDirBackend
 from logstream.catalog import Catalog
