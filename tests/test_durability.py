@@ -1,4 +1,4 @@
-"""The data dir as the source of truth (contract §2-§4): `serve` beside `run`, crashes, gc."""
+"""The data dir as the source of truth (docs/data-dir.md): `serve` beside `run`, crashes, gc."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``logstream tail`` (contract §6): the real CLI in a subprocess against real servers."""
+"""``logstream tail`` (docs/tail.md): the real CLI in a subprocess against real servers."""
 
 from __future__ import annotations
 
