@@ -48,7 +48,11 @@ class Catalog:
         cached = self._files.get(job_id)
         if cached is not None:
             self._files.move_to_end(job_id)
-            await cached.refresh()
+            try:
+                await cached.refresh()
+            except UnknownJob:
+                self._files.pop(job_id, None)  # removed (`logstream gc`): gone everywhere
+                raise
             return cached
         self.data_dir.job_path(job_id)  # validates the ID
         log = await FileLog.open(self.data_dir, job_id)

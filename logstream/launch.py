@@ -28,7 +28,7 @@ import trio
 from logstream.catalog import Catalog
 from logstream.joblog import LiveLog
 from logstream.mask import Masker
-from logstream.runner import GRACE_S, JobResult, JobRunner
+from logstream.runner import DEFAULT_PTY_SIZE, GRACE_S, JobResult, JobRunner
 from logstream.store import DataDir, Job, hold_run_lock
 
 
@@ -125,6 +125,8 @@ async def create_job(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     pty: bool = False,
+    pty_size: tuple[int, int] = DEFAULT_PTY_SIZE,
+    terminal_fd: int | None = None,
     tee: bool = False,
     masker: Masker | None = None,
     ring_lines: int | None = None,
@@ -135,6 +137,8 @@ async def create_job(
 
     Its command starts when the caller awaits ``JobHandle.run()``. ``env`` replaces the
     environment (``None``: ours); ``tee`` copies the output to our stdout and stderr.
+    ``pty_size`` (columns, rows) sizes the pseudo-terminals of ``pty``; with ``terminal_fd``
+    they take that terminal's size and follow it.
     """
     data_dir: DataDir = catalog.data_dir
     masker = masker or Masker(())
@@ -156,6 +160,8 @@ async def create_job(
             cwd=cwd,
             env=env,
             pty=pty,
+            pty_size=pty_size,
+            terminal_fd=terminal_fd,
             tee=tee,
             masker=masker,
             grace_s=grace_s,

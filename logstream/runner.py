@@ -308,12 +308,19 @@ class JobRunner:
                 await trio.sleep(0.02)
         _signal_job(pgid, marker, signal.SIGKILL)
 
+    def notice(self, message: str) -> None:
+        """One ``logstream: `` line on our stderr, in order with the job's own stderr copy."""
+        self._to_terminal(f"logstream: {message}", quiet_too=True)
+
     def _append_notice(self, text: str) -> None:
         self.log.append([text], stderr=True)
+        self._to_terminal(text)
+
+    def _to_terminal(self, text: str, *, quiet_too: bool = False) -> None:
         line = text.encode() + b"\n"
         if 2 in self._tees:
             self._tees[2].put(line)
-        elif self.tee:
+        elif self.tee or quiet_too:
             with contextlib.suppress(OSError):
                 _write_all(2, line)
 

@@ -13,7 +13,9 @@ would then skip the lines written during the outage.
 
 A dropped connection, a refused connection or a 5xx answer is an outage: the client waits at
 least the server's ``retry:`` delay, doubling it while attempts keep failing (at most
-``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server. The
+``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server. That
+patience is for a server that answered before: one that never answered (a typo in the URL, a
+server that is not running) is given up after ``FIRST_CONTACT_S``. The
 read timeout is well above the server's 15 s keep-alive, so an idle job is never mistaken for
 a dead connection, but a silently broken one is noticed.
 
@@ -59,6 +61,8 @@ CONNECT_TIMEOUT_S = 10.0
 #: Above the server's keep-alive interval (15 s), so an idle stream is not cut.
 READ_TIMEOUT_S = 45.0
 DEFAULT_RECONNECT_FOR_S = 600.0
+#: A server that never answered (a wrong URL, a server not started): give up this soon.
+FIRST_CONTACT_S = 5.0
 MAX_BACKOFF_S = 30.0
 #: A connection that stayed open this long was healthy: the backoff starts over.
 HEALTHY_S = 10.0
@@ -150,8 +154,10 @@ class Output:
     def flush(self) -> None:
         if self._pending:
             file = self._files[self._pending_fd]
-            file.write(b"".join(self._pending))
+            # Taken out first: a Ctrl-C inside the write must not make the last flush repeat it.
+            data = b"".join(self._pending)
             self._pending.clear()
+            file.write(data)
             file.flush()
 
     async def flush_periodically(self) -> None:
@@ -186,6 +192,8 @@ class Tail:
     retry_ms: int = sse.RETRY_MS
     clock: Callable[[], float] = trio.current_time
     _connected: bool = field(default=False, init=False)
+    #: Whether the server ever answered an HTTP request.
+    _answered: bool = field(default=False, init=False)
     _progressed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -240,7 +248,7 @@ class Tail:
                 if (self.last or 0) >= stop_at:
                     return 0
         failures = 0
-        reachable_at = self.clock()
+        started_at = reachable_at = self.clock()
         outage: str | None = None
         while True:
             connected_at = self.clock()
@@ -263,6 +271,12 @@ class Tail:
                 outage = reason
             if self._progressed or now - connected_at >= HEALTHY_S:
                 failures = 0
+            if not self._answered and now - started_at >= FIRST_CONTACT_S and self.reconnect_for_s:
+                raise TailError(
+                    f"giving up: {self.target.base} never answered ({reason}); is the URL "
+                    "right and its server running?",
+                    EXIT_UNAVAILABLE,
+                )
             if now - reachable_at >= self.reconnect_for_s > 0:
                 raise TailError(
                     f"giving up: {self.target.base} unreachable for "
@@ -339,6 +353,7 @@ class Tail:
         return job
 
     async def _check(self, response: httpx.Response) -> None:
+        self._answered = True
         status = response.status_code
         if status == 200:
             return

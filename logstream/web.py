@@ -87,10 +87,14 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.errorhandler(UnknownJob)
     async def unknown_job(error: UnknownJob) -> Response:
+        if _wants_page():
+            return await _page("notfound.html", 404)
         return _json({"error": "no such job"}, 404)
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
+        if _wants_page():
+            return await _page("notfound.html", 404)
         return _json({"error": "not found"}, 404)
 
     @app.errorhandler(405)
@@ -115,6 +119,12 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
     async def job_page(job_id: str) -> Response:
         await catalog.get(job_id)
         return await _page("job.html")
+
+    @app.get("/jobs/<job_id>/")
+    async def job_page_slash(job_id: str) -> Response:
+        await catalog.get(job_id)
+        # Relative, so it works behind a path prefix too.
+        return Response("", status=308, headers={"Location": f"../{job_id}"})
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -341,9 +351,14 @@ def _job_json(log: JobLog) -> dict[str, object]:
     return shown
 
 
-async def _page(name: str) -> Response:
+def _wants_page() -> bool:
+    """A browser asking for a page (not the API, not a script): a 404 is a page then."""
+    return not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
+
+
+async def _page(name: str, status: int = 200) -> Response:
     html = await trio.Path(STATIC / name).read_bytes()
-    response = Response(html, content_type="text/html; charset=utf-8")
+    response = Response(html, status=status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     return response
 

@@ -15,6 +15,7 @@ import trio
 
 from .processes import (
     DEADLINE_S,
+    END_LINE,
     URL_LINE,
     Logstream,
     is_running,
@@ -43,7 +44,9 @@ async def test_url_line_first_then_output_copied_byte_for_byte(nursery: trio.Nur
     assert bytes(running.stdout) == b"out \xff\x00 one\r\nprogress\rdone\nno final newline"
     first, rest = bytes(running.stderr).split(b"\n", 1)
     assert URL_LINE.match(first + b"\n")
-    assert rest == b"err \xe2\x82\n"
+    command_stderr, end_line = rest.split(b"\n", 1)
+    assert command_stderr + b"\n" == b"err \xe2\x82\n"
+    assert END_LINE.match(end_line)
 
 
 @pytest.mark.parametrize("exit_code", [0, 1, 3])
