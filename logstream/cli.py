@@ -475,11 +475,11 @@ async def _serve(
             trio.open_nursery() as nursery,
         ):
             freeze_startup_heap()
-            say(f"serving at {server.url}/")
-            if keep_days is not None or keep_jobs is not None:
-                nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
             # `logstream run` on this data directory names our page for its job.
             with announce_server(settings.data_dir, _reachable_url(server.url)):
+                say(f"serving at {server.url}/")
+                if keep_days is not None or keep_jobs is not None:
+                    nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
                 async for _signum in signals:
                     break
             say("shutting down")

@@ -55,6 +55,11 @@ class OnTerminal:
         self.changed = trio.Event()
 
 
+def plain_env() -> dict[str, str]:
+    """Our environment without PYTHONUNBUFFERED: commands buffer as they do by default."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
 def _become_terminal_owner() -> None:
     # Its own session with the terminal as controlling terminal: resizing the terminal sends
     # SIGWINCH to logstream, as a shell's job control would.
@@ -74,6 +79,7 @@ async def run_on_terminal(
             stderr=subprocess.PIPE,
             start_new_session=True,
             preexec_fn=_become_terminal_owner,
+            env=plain_env(),
         )
     finally:
         os.close(secondary)
@@ -252,9 +258,9 @@ async def test_pty_mode_keeps_the_order_of_stdout_and_stderr_lines_and_marks_std
     script = _line_by_line(marker)
     running = await run_on_terminal(nursery, "--data-dir", str(data_dir), "--", PY, "-c", script)
     await running.wait_for(b"test_one FAILED\n")
-    Path(f"{marker}.1").touch()
+    await trio.Path(f"{marker}.1").touch()
     await running.wait_for(b"AssertionError: expected 3, got 4\n", in_stderr=True)
-    Path(f"{marker}.2").touch()
+    await trio.Path(f"{marker}.2").touch()
     assert await running.wait_exit() == 0
     assert stored_lines(data_dir, running.stderr) == [
         ("o", "tests/test_x.py::test_one FAILED"),
