@@ -153,7 +153,8 @@ class Server:
         ``command``: a list of arguments run as is, or a string run by ``/bin/sh -c``.
         ``name``: shown in the job list (default: the command). ``env``: variables added to
         this process's environment. ``pty``: a pseudo-terminal for stdout and another
-        for stderr (line-buffered, colours kept, stderr lines stay stderr lines). ``tee``: also copy the output to this process's stdout and stderr.
+        for stderr (line-buffered, colours kept, stderr lines stay stderr lines). ``tee``:
+        also copy the output to this process's stdout and stderr.
         ``timeout_s``: cancel the job after this long (its log then ends with the stderr line
         ``logstream: timed out after N s``). ``grace_s``: between SIGTERM and SIGKILL.
         """
