@@ -143,7 +143,9 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        return _json(_job_json(log))
+        shown = _job_json(log)
+        shown["cancellable"] = state.cancellable(log.job.id, log.job.ended)
+        return _json(shown)
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -216,6 +218,12 @@ class AppState:
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
+
+    def cancellable(self, job_id: str, ended: bool) -> bool:
+        """Whether ``POST /api/jobs/<ID>/cancel`` would stop the job: this server runs it."""
+        return (
+            self.tasks is not None and not ended and self.tasks.supervisor.get(job_id) is not None
+        )
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
