@@ -37,8 +37,10 @@ from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
 END_WAIT_S = 5.0
-#: After a first signal, ``run`` exits within this long (the job is killed after ``GRACE_S``).
-SIGNALLED_EXIT_S = GRACE_S + 3
+#: After a first signal, viewers get the end until this long after it (the job is killed after
+#: ``GRACE_S``); stopping the server takes at most ``graceful_timeout_s`` + 1 more (4 s), so
+#: ``run`` exits within 15 s of the signal.
+SIGNALLED_EXIT_S = GRACE_S + 1
 
 
 def say(message: str) -> None:
@@ -452,7 +454,9 @@ def serve(
     """Serve every job in the data directory, live and finished.
 
     Jobs that `logstream run` processes on this machine write to the same data directory
-    show up live. With --jobs, the jobs defined in that file can be started from the API.
+    show up live, and while this server runs such a `logstream run` prints this server's page
+    for its job (it outlives the run). With --jobs, the jobs defined in that file can be
+    started from the API.
     """
     settings = make_settings(options)
     try:
