@@ -43,7 +43,7 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +124,13 @@ class JobRunner:
 
     async def run(self) -> JobResult:
         """Run the command to its end; record the end in the log; return status and exit code."""
+        if self.pty and self.terminal_fd is not None:
+            # Listening before the command starts: no resize of our terminal goes unseen.
+            with trio.open_signal_receiver(signal.SIGWINCH) as resizes:
+                return await self._run(resizes)
+        return await self._run(None)
+
+    async def _run(self, resizes: AsyncIterator[int] | None) -> JobResult:
         try:
             process, fds = await self._start()
         except OSError as error:
@@ -143,8 +150,8 @@ class JobRunner:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_all, fds, readers_done)
                 nursery.start_soon(self._kill_after_grace, process.pid)
-                if self._masters and self.terminal_fd is not None:
-                    nursery.start_soon(self._follow_terminal_size)
+                if resizes is not None:
+                    nursery.start_soon(self._follow_terminal_size, resizes)
                 returncode = await process.wait()
                 self._begin_ending()
                 with trio.move_on_after(DRAIN_S):
@@ -220,14 +227,13 @@ class JobRunner:
                     return columns, rows
         return self.pty_size
 
-    async def _follow_terminal_size(self) -> None:
+    async def _follow_terminal_size(self, resizes: AsyncIterator[int]) -> None:
         """Resize the pseudo-terminals with ours: the job gets SIGWINCH as it would without us."""
-        with trio.open_signal_receiver(signal.SIGWINCH) as resizes:
-            async for _ in resizes:
-                size = self._size()
-                for master in self._masters:
-                    with contextlib.suppress(OSError):
-                        _set_size(master, size)
+        async for _ in resizes:
+            size = self._size()
+            for master in self._masters:
+                with contextlib.suppress(OSError):
+                    _set_size(master, size)
 
     async def _read_all(self, fds: list[int], done: trio.Event) -> None:
         """Read stdout (``fds[0]``) and stderr (``fds[1]``) to EOF, in the order they are ready."""

@@ -190,12 +190,12 @@ async def test_without_a_terminal_pipes_are_the_default_and_pty_asks_for_80x24(
 
 
 RESIZE_REPORT = (
-    "import os, signal, sys\n"
+    "import os, signal, time\n"
     "resized = []\n"
     "signal.signal(signal.SIGWINCH, lambda *_: resized.append(1))\n"
     "print('size', tuple(os.get_terminal_size(1)), flush=True)\n"
     "while not resized:\n"
-    "    signal.pause()\n"
+    "    time.sleep(0.01)\n"
     "print('resized', tuple(os.get_terminal_size(1)), flush=True)\n"
 )
 
