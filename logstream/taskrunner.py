@@ -11,9 +11,8 @@ including starts still in progress, so two concurrent requests cannot both take 
 Starting and cancelling change state, so besides the token (checked by ``server.Guard`` before
 routing) they are refused from other sites (CSRF): a request with a body must say
 ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
-browser ask the server first, a CORS preflight that we do not grant); a cancel needs no body
-and no Content-Type. When a request carries an ``Origin`` header, that must be this server's
-own origin or the ``--cors-origin`` one, and ``Sec-Fetch-Site: cross-site`` is refused.
+browser ask the server first, a CORS preflight that we do not grant), and when it carries an
+``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.
 """
 
 from __future__ import annotations
@@ -160,21 +159,18 @@ def add_task_routes(app: QuartTrio, tasks: TaskRunner) -> None:
 
     @app.post("/api/jobs/<job_id>/cancel")
     async def cancel_job(job_id: str) -> Response:
-        _refuse_cross_site(settings.cors_origin, bodiless=True)
+        _refuse_cross_site(settings.cors_origin)
         handle = await tasks.cancel(job_id)
         return _job_response(handle, 202)
 
 
-def _refuse_cross_site(cors_origin: str | None, *, bodiless: bool = False) -> None:
-    """Refuse other sites' requests; ``bodiless``: the request may come without a body.
-
-    A body must be JSON (a plain HTML form cannot send that). A request without a body carries
-    nothing to forge, so it needs no Content-Type (``curl -X POST .../cancel``): the
-    ``Origin`` / ``Sec-Fetch-Site`` checks below, and the token, stand against other sites.
-    """
+def _refuse_cross_site(cors_origin: str | None) -> None:
+    # A body must be JSON (a plain HTML form cannot send that). A request without one carries
+    # nothing to forge and needs no Content-Type (`curl -X POST .../cancel`): the Origin and
+    # Sec-Fetch-Site checks below, and the token, stand against other sites.
     content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-    has_body = (request.content_length or 0) > 0 or "transfer-encoding" in request.headers
-    if content_type != "application/json" and (has_body or not bodiless):
+    has_body = bool(request.content_length) or "transfer-encoding" in request.headers
+    if has_body and content_type != "application/json":
         raise UnsupportedMediaType("send Content-Type: application/json")
     origin = request.headers.get("Origin")
     if origin is not None:
