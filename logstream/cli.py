@@ -12,8 +12,8 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -21,22 +21,19 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 import trio
 
-from logstream import api
+from logstream import api, routes
 from logstream import tail as tail_module
 from logstream.announce import announce_server, running_server_url
-from logstream.catalog import Catalog
-from logstream.config import DEFAULT_PORT, Settings, is_loopback
+from logstream.backends.protocol import Backend
+from logstream.config import DEFAULT_PORT, Settings
+from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
-from logstream.launch import create_job
-from logstream.mask import Masker
+from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import DEFAULT_PTY_SIZE, GRACE_S
-from logstream.server import PortInUse, bind_socket, format_url, serve_http
+from logstream.server import PortInUse, bind_socket, format_url
 from logstream.store import DataDir, default_data_dir
-from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
-END_WAIT_S = 5.0
 #: After a first signal, viewers get the end until this long after it (the job is killed after
 #: ``GRACE_S``); stopping the server takes at most ``graceful_timeout_s`` + 1 more (4 s), so
 #: ``run`` exits within 15 s of the signal.
@@ -149,11 +146,13 @@ def make_settings(options: dict[str, Any]) -> Settings:
     except (socket.gaierror, UnicodeError) as error:
         reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
         raise UsageError(f"cannot listen on --host {settings.host}: {reason}") from None
-    if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
+    try:
+        settings.check_exposure()
+    except ValueError as error:
         raise UsageError(
-            f"refusing to listen on {settings.host} without a token: set --token or "
-            "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
-        )
+            f"{error}: set --token or LOGSTREAM_TOKEN, or pass --no-auth to serve logs to "
+            "anyone who can connect"
+        ) from None
     return settings
 
 
@@ -212,7 +211,7 @@ def _pty_size(context: Any, param: Any, value: str | None) -> tuple[int, int] | 
     default=None,
     metavar="SECONDS",
     help="Keep serving this long after the job ends; a signal ends it. [default: exit once "
-    f"every connected viewer has the end event, at most {END_WAIT_S:g} s after the job ends]",
+    f"every connected viewer has the end event, at most {api.END_WAIT_S:g} s after the job ends]",
 )
 @click.option("--name", default=None, help="The job's name. [default: the command]")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -246,108 +245,66 @@ def run(
         for option in ("host", "port", "certfile")
     )
     settings = make_settings(options)
-    job_name = name or shlex.join(command)[:200]
-    terminal = Terminal(
+    spec = JobSpec.resolve(
+        settings,
+        command,
+        name=name,
         pty=os.isatty(1) if pty is None else pty,
-        size=pty_size or DEFAULT_PTY_SIZE,
-        follow_fd=None if pty_size else next((fd for fd in (1, 2, 0) if os.isatty(fd)), None),
+        pty_size=pty_size or DEFAULT_PTY_SIZE,
+        # Our terminal, whose size the pseudo-terminals follow (unless a size was given).
+        terminal_fd=None if pty_size else next((fd for fd in (1, 2, 0) if os.isatty(fd)), None),
+        tee=not quiet,
     )
-    return trio.run(_run, settings, list(command), job_name, terminal, quiet, linger, own_server)
+    return trio.run(_run, settings, spec, linger, own_server)
 
 
-@dataclass(frozen=True)
-class Terminal:
-    """How the command sees its terminal: pipes, or pseudo-terminals of a size."""
-
-    pty: bool
-    size: tuple[int, int]
-    #: Our terminal, whose size the pseudo-terminals follow.
-    follow_fd: int | None
-
-
-async def _run(
-    settings: Settings,
-    command: list[str],
-    name: str,
-    terminal: Terminal,
-    quiet: bool,
-    linger_s: float | None,
-    own_server: bool,
-) -> int:
+async def _run(settings: Settings, spec: JobSpec, linger_s: float | None, own_server: bool) -> int:
     shared_url = None if own_server else running_server_url(settings.data_dir)
     sock = _bind(settings) if shared_url is None else None
-    catalog = Catalog(_open_data_dir(settings))
-    app = create_app(catalog, settings)
-    state = app.extensions["logstream"]
-    stop_server = trio.Event()
     signalled = trio.Event()
     first_signal_at = 0.0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            if sock is not None:
-                host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
-                base_url = format_url(settings.scheme, host, port)
-            else:
-                assert shared_url is not None
-                base_url = shared_url.rstrip("/")
-            job = await create_job(
-                nursery,
-                catalog,
-                command,
-                name=name,
-                pty=terminal.pty,
-                pty_size=terminal.size,
-                terminal_fd=terminal.follow_fd,
-                tee=not quiet,
-                masker=Masker.from_env(settings.masks),
-                ring_lines=settings.ring_lines,
-            )
-            job_id = job.id
+        async with (
+            _backend_errors(),
+            # No wait for viewers on leaving: it is below, shorter after a signal.
+            api.serve(
+                settings, sock=sock, end_wait_s=0, serve_tasks=False, url=shared_url
+            ) as server,
+            trio.open_nursery() as nursery,
+        ):
+            job = await server.create(spec)
             freeze_startup_heap()
-            say(f"job {job_id} live at {base_url}/jobs/{job_id}")
+            say(f"job {job.id} live at {server.url}{routes.job_page(job.id)}")
             started = trio.current_time()
-
-            forwarding = trio.CancelScope()
 
             async def forward_signals() -> None:
                 nonlocal first_signal_at
-                with forwarding:
-                    async for signum in signals:
-                        if not signalled.is_set():
-                            first_signal_at = trio.current_time()
-                            signalled.set()
-                        if job.job.ended:
-                            continue
+                async for signum in signals:
+                    if not signalled.is_set():
+                        first_signal_at = trio.current_time()
+                        signalled.set()
+                    if not job.job.ended:
                         job.runner.notice(_stop_notice(signum, job.runner.stopping))
                         job.cancel(signum)
 
             nursery.start_soon(forward_signals)
             result = await job.run()
-            say(
-                _end_line(
-                    job_id,
-                    result.status,
-                    result.exit_code,
-                    trio.current_time() - started,
-                    base_url if shared_url else None,
-                    settings,
-                )
-            )
-            if sock is not None:
+            duration_s = trio.current_time() - started
+            live_url = server.url if shared_url else None
+            say(_end_line(job.id, result.status, result.exit_code, duration_s, live_url, settings))
+            if shared_url is None:
                 if signalled.is_set():
                     # Exit within 15 s of the first signal: viewers get what time is left.
                     with trio.move_on_at(first_signal_at + SIGNALLED_EXIT_S):
-                        await state.wait_no_streams()
+                        await server.state.wait_no_streams()
                 elif linger_s is not None:
                     with trio.move_on_after(linger_s):
                         await signalled.wait()
                 else:
                     # Let every connected viewer receive the end event, but not forever.
-                    with trio.move_on_after(END_WAIT_S):
-                        await state.wait_no_streams()
-            forwarding.cancel()
-            if sock is not None:
-                api.stop_serving(nursery, state, stop_server, settings)
+                    with trio.move_on_after(api.END_WAIT_S):
+                        await server.state.wait_no_streams()
+            nursery.cancel_scope.cancel()
     return result.exit_code
 
 
@@ -372,14 +329,15 @@ def _end_line(
     """The last ``logstream: `` line: how the job ended and where its log stays."""
     ended = f"job {job_id} {status} (exit status {exit_code}) after {_duration(duration_s)}"
     if live_url:
-        return f"{ended}; its log: {live_url}/jobs/{job_id}"
+        return f"{ended}; its log: {live_url}{routes.job_page(job_id)}"
     data_dir = (
         ""
         if settings.data_dir == default_data_dir()
         else f" --data-dir {shlex.quote(str(settings.data_dir))}"
     )
     later = format_url("http", "127.0.0.1", DEFAULT_PORT)
-    return f"{ended}; to see its log again: logstream serve{data_dir}, then {later}/jobs/{job_id}"
+    page = f"{later}{routes.job_page(job_id)}"
+    return f"{ended}; to see its log again: logstream serve{data_dir}, then {page}"
 
 
 def _duration(seconds: float) -> str:
@@ -412,19 +370,13 @@ def _bind(settings: Settings) -> socket.socket:
         raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
-def _open_data_dir(settings: Settings) -> DataDir:
-    """The data directory, created if needed; one that cannot be used is a usage error."""
-    data_dir = DataDir(settings.data_dir)
+@asynccontextmanager
+async def _backend_errors() -> AsyncIterator[None]:
+    """A backend that cannot be used (an unwritable data directory) is a usage error."""
     try:
-        data_dir.create()
-        probe = data_dir.jobs_path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"cannot use the data directory {settings.data_dir}: {error.strerror}"
-        ) from None
-    return data_dir
+        yield
+    except StorageError as error:
+        raise UsageError(error.message) from None
 
 
 @cli.command()
@@ -470,11 +422,11 @@ async def _serve(
     settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
     sock = _bind(settings)
-    data_dir = _open_data_dir(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # On SIGTERM streams end at once (clients resume later); running jobs are cancelled
         # and their logs finished before the server stops.
         async with (
+            _backend_errors(),
             api.serve(settings, jobs, sock=sock, end_wait_s=0) as server,
             trio.open_nursery() as nursery,
         ):
@@ -483,7 +435,7 @@ async def _serve(
             with announce_server(settings.data_dir, _reachable_url(server.url)):
                 say(f"serving at {server.url}/")
                 if keep_days is not None or keep_jobs is not None:
-                    nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
+                    nursery.start_soon(_gc_hourly, server.catalog.backend, keep_days, keep_jobs)
                 async for _signum in signals:
                     break
             say("shutting down")
@@ -500,9 +452,9 @@ def _reachable_url(url: str) -> str:
     return url
 
 
-async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int | None) -> None:
+async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int | None) -> None:
     while True:
-        removed = await trio.to_thread.run_sync(data_dir.gc, keep_days, keep_jobs)
+        removed = await backend.remove_old_jobs(keep_days, keep_jobs)
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)

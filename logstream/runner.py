@@ -43,24 +43,20 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
+from logstream.fdio import write_all
 from logstream.joblog import LiveLog
+from logstream.jobspec import JobSpec
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
-from logstream.mask import Masker
 
 READ_BYTES = 64 * 1024
 TEE_BUFFER_BYTES = 1 << 20  # beyond this a slow terminal slows the command, as without us
 DRAIN_S = 0.5
 JOB_MARKER = "LOGSTREAM_JOB_ID"
-GRACE_S = 10.0
-#: Columns and rows of the pseudo-terminals when there is no terminal of ours to follow: what
-#: a terminal emulator opens with, and what CI agents that use a pty (Jenkins, Buildkite) give.
-DEFAULT_PTY_SIZE = (80, 24)
 #: Set for every command run under a pseudo-terminal: a pager would wait for a key forever.
 PAGER_ENV = {
     "PAGER": "cat",
@@ -71,29 +67,21 @@ PAGER_ENV = {
 }
 
 
-@dataclass
-class JobResult:
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a job ended: its status and the command's exit status."""
+
     status: str
     exit_code: int
 
 
 @dataclass
 class JobRunner:
-    """Runs one command into a ``LiveLog``; ``stop()`` cancels it."""
+    """Runs one job's command into a ``LiveLog``; ``stop()`` cancels it."""
 
     log: LiveLog
-    command: Sequence[str]
-    cwd: Path | None = None
-    env: Mapping[str, str] | None = None
-    pty: bool = False
-    #: Columns and rows of the pseudo-terminals (with ``pty``).
-    pty_size: tuple[int, int] = DEFAULT_PTY_SIZE
-    #: Our own terminal: the pseudo-terminals take its size and follow its resizes.
-    terminal_fd: int | None = None
-    tee: bool = True
-    masker: Masker = field(default_factory=lambda: Masker(()))
+    spec: JobSpec
     line_limit: int = DEFAULT_LINE_LIMIT
-    grace_s: float = GRACE_S
     #: A ``logstream: `` line to append to the log's stderr right before the end (a timeout).
     end_notice: str | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
@@ -122,28 +110,28 @@ class JobRunner:
         if self._pgid is not None:
             _killpg(self._pgid, signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end; record the end in the log; return status and exit code."""
-        if self.pty and self.terminal_fd is not None:
+        if self.spec.pty and self.spec.terminal_fd is not None:
             # Listening before the command starts: no resize of our terminal goes unseen.
             with trio.open_signal_receiver(signal.SIGWINCH) as resizes:
                 return await self._run(resizes)
         return await self._run(None)
 
-    async def _run(self, resizes: AsyncIterator[int] | None) -> JobResult:
+    async def _run(self, resizes: AsyncIterator[int] | None) -> RunOutcome:
         try:
             process, fds = await self._start()
         except OSError as error:
-            self._append_notice(f"logstream: cannot run {self.command[0]!r}: {error.strerror}")
+            self._append_notice(f"logstream: cannot run {self.spec.command[0]!r}: {error.strerror}")
             code = 127 if error.errno == errno.ENOENT else 126
             self.log.finish("failed", code)
-            return JobResult("failed", code)
+            return RunOutcome("failed", code)
         self._pgid = process.pid
         if self._stop.is_set():
             _killpg(process.pid, self._signal)
         readers_done = trio.Event()
         async with trio.open_nursery() as copying:
-            if self.tee:
+            if self.spec.tee:
                 self._tees = {fd: _Tee(fd) for fd in (1, 2)}
                 for tee in self._tees.values():
                     copying.start_soon(tee.run)
@@ -159,7 +147,7 @@ class JobRunner:
                 await self._end_job(process.pid)
                 # Every writer is gone: what is left in the pipes is finite; read it to EOF.
                 # Only a writer we could not kill keeps a pipe busy: give up after the grace.
-                with trio.move_on_after(self.grace_s):
+                with trio.move_on_after(self.spec.grace_s):
                     await readers_done.wait()
                 nursery.cancel_scope.cancel()
             for fd in fds:
@@ -177,13 +165,13 @@ class JobRunner:
             if self._stop.is_set():
                 # Told to stop: don't wait long for a terminal that takes nothing.
                 copying.cancel_scope.deadline = trio.current_time() + DRAIN_S
-        return JobResult(status, exit_code)
+        return RunOutcome(status, exit_code)
 
     async def _start(self) -> tuple[trio.Process, list[int]]:
         """Start the command; the non-blocking read ends of its stdout and stderr."""
-        env = dict(os.environ if self.env is None else self.env)
+        env = dict(os.environ if self.spec.env is None else self.spec.env)
         env[JOB_MARKER] = self.log.job.id
-        if self.pty:
+        if self.spec.pty:
             env.setdefault("TERM", "xterm-256color")
             env.update(PAGER_ENV)
             pairs = [os.openpty(), os.openpty()]
@@ -193,20 +181,20 @@ class JobRunner:
         try:
             for read, write in pairs:
                 os.set_blocking(read, False)
-                if self.pty:
+                if self.spec.pty:
                     _set_size(write, self._size())
                     attributes = termios.tcgetattr(write)
                     attributes[1] &= ~termios.ONLCR  # keep "\n" as is: no "\r\n" on every line
                     termios.tcsetattr(write, termios.TCSANOW, attributes)
             process = await trio.lowlevel.open_process(
-                list(self.command),
+                list(self.spec.command),
                 stdin=subprocess.DEVNULL,
                 stdout=pairs[0][1],
                 stderr=pairs[1][1],
                 start_new_session=True,
-                cwd=self.cwd,
+                cwd=self.spec.cwd,
                 env=env,
-                preexec_fn=_take_controlling_terminal if self.pty else None,
+                preexec_fn=_take_controlling_terminal if self.spec.pty else None,
             )
         except BaseException:
             for read in reads:
@@ -215,17 +203,17 @@ class JobRunner:
         finally:
             for _read, write in pairs:
                 os.close(write)
-        if self.pty:
+        if self.spec.pty:
             self._masters = reads
         return process, reads
 
     def _size(self) -> tuple[int, int]:
-        if self.terminal_fd is not None:
+        if self.spec.terminal_fd is not None:
             with contextlib.suppress(OSError):
-                columns, rows = os.get_terminal_size(self.terminal_fd)
+                columns, rows = os.get_terminal_size(self.spec.terminal_fd)
                 if columns > 0 and rows > 0:
                     return columns, rows
-        return self.pty_size
+        return self.spec.pty_size
 
     async def _follow_terminal_size(self, resizes: AsyncIterator[int]) -> None:
         """Resize the pseudo-terminals with ours: the job gets SIGWINCH as it would without us."""
@@ -271,7 +259,7 @@ class JobRunner:
                         self._flush(stream)
                         continue
                     self.log.append(
-                        self.masker.apply(stream.splitter.feed(chunk)), stderr=stream.stderr
+                        self.spec.masker.apply(stream.splitter.feed(chunk)), stderr=stream.stderr
                     )
                     await self.log.wait_writable()
                     if stream.tee is not None:
@@ -287,7 +275,7 @@ class JobRunner:
         done.set()
 
     def _flush(self, stream: _Stream) -> None:
-        self.log.append(self.masker.apply(stream.splitter.flush()), stderr=stream.stderr)
+        self.log.append(self.spec.masker.apply(stream.splitter.flush()), stderr=stream.stderr)
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""
@@ -299,7 +287,7 @@ class JobRunner:
 
     async def _kill_after_grace(self, pgid: int) -> None:
         await self._stop.wait()
-        await trio.sleep(self.grace_s)
+        await trio.sleep(self.spec.grace_s)
         _killpg(pgid, signal.SIGKILL)
 
     async def _end_job(self, pgid: int) -> None:
@@ -308,7 +296,7 @@ class JobRunner:
         if not _job_alive(pgid, marker):
             return
         _signal_job(pgid, marker, signal.SIGTERM)
-        with trio.move_on_after(self.grace_s):
+        with trio.move_on_after(self.spec.grace_s):
             # No event tells when a process group empties: poll it.
             while _job_alive(pgid, marker):  # noqa: ASYNC110
                 await trio.sleep(0.02)
@@ -326,9 +314,9 @@ class JobRunner:
         line = text.encode() + b"\n"
         if 2 in self._tees:
             self._tees[2].put(line)
-        elif self.tee or quiet_too:
+        elif self.spec.tee or quiet_too:
             with contextlib.suppress(OSError):
-                _write_all(2, line)
+                write_all(2, line)
 
 
 @dataclass
@@ -412,12 +400,6 @@ def _killpg_probe(pgid: int) -> bool:
     return True
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Tee:
     """Copies one stream's raw bytes to our own stdout or stderr, from a task of its own.
 
@@ -464,7 +446,7 @@ class _Tee:
             self._chunks.clear()
             try:
                 # Abandoned on cancel: a terminal that takes nothing must not hold us.
-                await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(write_all, self.fd, data, abandon_on_cancel=True)
             except BrokenPipeError:
                 self._fail(None)  # our reader went away (`| head`): quietly stop copying
             except OSError as error:
@@ -481,7 +463,7 @@ class _Tee:
         if error is not None and self.fd != 2:
             name = {1: "stdout"}.get(self.fd, f"fd {self.fd}")
             with contextlib.suppress(OSError):
-                _write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
+                write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
 
     def _wake(self) -> None:
         self._changed.set()
