@@ -29,6 +29,7 @@ from logstream.config import DEFAULT_PORT, Settings
 from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
 from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
+from logstream.reconnect import FIRST_CONTACT_S
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url
 from logstream.store import DataDir, default_data_dir
@@ -493,7 +494,7 @@ async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int |
     show_default=True,
     metavar="SECONDS",
     help="Give up after a server that answered before is unreachable this long (0: never); "
-    f"one that never answered: after {tail_module.FIRST_CONTACT_S:g} s.",
+    f"one that never answered: after {FIRST_CONTACT_S:g} s.",
 )
 def tail_command(
     url: str,

@@ -23,6 +23,8 @@ PURE = {
     "asgi",
     "fdio",
     "cors",
+    "reconnect",
+    "eventstream",
 }
 
 
