@@ -179,8 +179,9 @@ class Server:
 
         ``command``: a list of arguments run as is, or a string run by ``/bin/sh -c``.
         ``name``: shown in the job list (default: the command). ``env``: variables added to
-        this process's environment. ``pty``: run under a pseudo-terminal (one stream,
-        colours kept). ``tee``: also copy the output to this process's stdout and stderr.
+        this process's environment. ``pty``: a pseudo-terminal for stdout and another
+        for stderr (line-buffered, colours kept, stderr lines stay stderr lines). ``tee``:
+        also copy the output to this process's stdout and stderr.
         ``timeout_s``: cancel the job after this long (its log then ends with the stderr line
         ``logstream: timed out after N s``). ``grace_s``: between SIGTERM and SIGKILL.
         """
@@ -270,6 +271,7 @@ async def serve(
     end_wait_s: float = END_WAIT_S,
     serve_tasks: bool = True,
     accept_runners: bool = True,
+    url: str | None = None,
 ) -> AsyncIterator[Server]:
     """The one server assembly: ``logstream run``, ``logstream serve`` and ``open_server``.
 
@@ -279,7 +281,9 @@ async def serve(
     ``accept_runners``: answer the ingest routes of remote runners (``RemoteJobs``). On leaving,
     running jobs are cancelled and their logs finished, viewers get up to ``end_wait_s`` to
     receive the end events, then every stream ends (clients resume later) and the server
-    stops, its wait bounded by the graceful timeout.
+    stops, its wait bounded by the graceful timeout. ``url``: another server (a ``logstream
+    serve`` on the same data directory) serves these jobs: no HTTP server is started here,
+    and ``server.url`` is that one.
     """
     async with open_backend(settings) as backend, trio.open_nursery() as nursery:
         catalog = Catalog(backend)
@@ -294,11 +298,12 @@ async def serve(
                 catalog, runner_timeout_s=settings.runner_timeout_s, ring_lines=settings.ring_lines
             )
             await nursery.start(remote_jobs.run)
-        routes = IngestRoutes(app, remote_jobs)  # type: ignore[arg-type]
-        bound_host, bound_port = await nursery.start(serve_http, routes, settings, stop, sock)
+        if url is None:
+            routes = IngestRoutes(app, remote_jobs)  # type: ignore[arg-type]
+            bound_host, bound_port = await nursery.start(serve_http, routes, settings, stop, sock)
+            url = format_url(settings.scheme, bound_host, bound_port)
         await nursery.start(supervisor.run)
-        url = format_url(settings.scheme, bound_host, bound_port)
-        server = Server(url, settings, supervisor, tasks, state, app)
+        server = Server(url.rstrip("/"), settings, supervisor, tasks, state, app)
         try:
             yield server
         finally:

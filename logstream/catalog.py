@@ -12,6 +12,7 @@ from collections import OrderedDict
 import trio
 
 from logstream.backends.protocol import Backend, Job, JobLog
+from logstream.errors import UnknownJob
 from logstream.joblog import LiveLog
 from logstream.trioutil import wait_any
 
@@ -64,7 +65,11 @@ class Catalog:
         cached = self._stored.get(job_id)
         if cached is not None:
             self._stored.move_to_end(job_id)
-            await cached.refresh()
+            try:
+                await cached.refresh()
+            except UnknownJob:
+                self._stored.pop(job_id, None)  # removed (`logstream gc`): gone everywhere
+                raise
             return cached
         log = await self.backend.open_log(job_id)
         # Another request may have opened it meanwhile: keep one reader per job.

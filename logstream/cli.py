@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc as python_gc  # the module; `gc` below is the command
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -16,22 +17,29 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import trio
 
 from logstream import api, remote, routes
 from logstream import tail as tail_module
+from logstream.announce import announce_server, running_server_url
 from logstream.backends.protocol import Backend
-from logstream.config import Settings
+from logstream.config import DEFAULT_PORT, Settings
 from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
-from logstream.jobspec import JobSpec
+from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
+from logstream.reconnect import FIRST_CONTACT_S
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.server import PortInUse, bind_socket
+from logstream.server import PortInUse, bind_socket, format_url
 from logstream.store import DataDir, default_data_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: After a first signal, viewers get the end until this long after it (the job is killed after
+#: ``GRACE_S``); stopping the server takes at most ``graceful_timeout_s`` + 1 more (4 s), so
+#: ``run`` exits within 15 s of the signal.
+SIGNALLED_EXIT_S = GRACE_S + 1
 
 
 def say(message: str) -> None:
@@ -60,14 +68,16 @@ def server_options(function: F) -> F:
             "--port",
             type=click.IntRange(0, 65535),
             default=None,
-            help="Port (default 8765, or a free port when 8765 is taken; 0: any).",
+            help="Port; 0: any free port. [default: 8765, or a free port when 8765 is taken]",
         ),
         click.option(
             "--data-dir",
             type=click.Path(path_type=Path),
             envvar="LOGSTREAM_DATA_DIR",
+            show_envvar=True,
             default=None,
-            help="Where logs are kept [default: $XDG_STATE_HOME/logstream].",
+            help="Where logs are kept. [default: $XDG_STATE_HOME/logstream, i.e. "
+            "~/.local/state/logstream]",
         ),
         click.option(
             "--ring-lines",
@@ -79,6 +89,7 @@ def server_options(function: F) -> F:
         click.option(
             "--token",
             envvar="LOGSTREAM_TOKEN",
+            show_envvar=True,
             default=None,
             help="Require this token (Bearer header, ?token= or cookie).",
         ),
@@ -90,14 +101,14 @@ def server_options(function: F) -> F:
             "masks",
             multiple=True,
             metavar="VAR",
-            help="Replace this environment variable's value by *** (repeatable; "
-            "also LOGSTREAM_MASK=A,B).",
+            help="Replace this environment variable's value by *** (repeatable). "
+            "[env var: LOGSTREAM_MASK, comma-separated]",
         ),
         click.option(
             "--max-streams",
             type=click.IntRange(min=1),
             default=None,
-            help="Most event streams at once; more are told to retry later.",
+            help="Most event streams at once; more are told to retry later. [default: no limit]",
         ),
         click.option(
             "--write-timeout",
@@ -145,8 +156,9 @@ data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     envvar="LOGSTREAM_DATA_DIR",
+    show_envvar=True,
     default=None,
-    help="The data directory [default: $XDG_STATE_HOME/logstream].",
+    help="The data directory. [default: $XDG_STATE_HOME/logstream, i.e. ~/.local/state/logstream]",
 )
 
 
@@ -155,6 +167,11 @@ def make_settings(options: dict[str, Any]) -> Settings:
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
     settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
+    try:
+        socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
+        raise UsageError(f"cannot listen on --host {settings.host}: {reason}") from None
     try:
         settings.check_exposure()
     except ValueError as error:
@@ -176,12 +193,42 @@ def cli() -> None:
     """
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+RUN_EXIT_STATUSES = """\b
+Exit status:
+  the command's own     when it exited
+  128+N                 it died of signal N (130 after Ctrl-C, 143 after SIGTERM)
+  127                   the command was not found
+  126                   the command could not be run (not executable)
+  2                     usage error: bad option, taken port, public address without a
+                        token (nothing was run)"""
+
+
+def _pty_size(context: Any, param: Any, value: str | None) -> tuple[int, int] | None:
+    """``--pty-size COLSxROWS``, as ``120x40``."""
+    if value is None:
+        return None
+    columns, _, rows = value.lower().partition("x")
+    if columns.isdigit() and rows.isdigit() and 0 < int(columns) < 10000 > int(rows) > 0:
+        return int(columns), int(rows)
+    raise click.BadParameter(f"{value!r} is not COLSxROWS (for example 120x40)")
+
+
+@cli.command(context_settings={"allow_interspersed_args": False}, epilog=RUN_EXIT_STATUSES)
 @server_options
 @click.option(
-    "--pty",
-    is_flag=True,
-    help="Run under a pseudo-terminal (line-buffered, colours kept; one stream).",
+    "--pty/--no-pty",
+    default=None,
+    help="Run the command with a pseudo-terminal for stdout and another for stderr: it "
+    "line-buffers and keeps its colours, stderr lines stay stderr lines. [default: --pty when "
+    "this process's stdout is a terminal, else pipes]",
+)
+@click.option(
+    "--pty-size",
+    callback=_pty_size,
+    metavar="COLSxROWS",
+    default=None,
+    help="Size of the pseudo-terminals. [default: the size of this terminal, following its "
+    f"resizes; without one {DEFAULT_PTY_SIZE[0]}x{DEFAULT_PTY_SIZE[1]}]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not copy the output to this terminal.")
 @click.option(
@@ -189,12 +236,14 @@ def cli() -> None:
     type=click.FloatRange(min=0),
     default=None,
     metavar="SECONDS",
-    help="Keep serving this long after the job ends.",
+    help="Keep serving this long after the job ends; a signal ends it. [default: exit once "
+    f"every connected viewer has the end event, at most {api.END_WAIT_S:g} s after the job ends]",
 )
-@click.option("--name", default=None, help="The job's name [default: the command].")
+@click.option("--name", default=None, help="The job's name. [default: the command]")
 @click.option(
     "--server",
     envvar="LOGSTREAM_SERVER",
+    show_envvar=True,
     default=None,
     metavar="URL",
     help="Send the log to this `logstream serve` instead of serving it here (CI runners).",
@@ -203,7 +252,8 @@ def cli() -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     command: tuple[str, ...],
-    pty: bool,
+    pty: bool | None,
+    pty_size: tuple[int, int] | None,
     quiet: bool,
     linger: float | None,
     name: str | None,
@@ -216,20 +266,38 @@ def run(
     \b
     Examples:
       logstream run make test
-      logstream run --pty -- npm run build
+      logstream run --no-pty -- npm run build
       logstream run --host 0.0.0.0 --token s3cret -- ./ci.sh
 
-    Prints `logstream: job ID live at URL` on stderr once the server listens, then runs the
-    command with its stdout and stderr copied here byte for byte. Exits with the command's
-    exit status (128+N when it died of signal N). Ctrl-C or SIGTERM is forwarded to the
-    command's process group; SIGKILL follows after 10 s.
+    Prints `logstream: job ID live at URL` on stderr once the log is served, then runs the
+    command with its stdout and stderr copied here byte for byte, and at the end one
+    `logstream: ` line with its status, duration and where to see the log again. When a
+    `logstream serve` runs on the same data directory (and neither --host nor --port is
+    given), the URL is that server's and no port is opened. Ctrl-C or SIGTERM is forwarded to
+    the command's process group; SIGKILL follows after 10 s, or at once on a second Ctrl-C.
     """
+    context = click.get_current_context()
+    own_server = any(
+        context.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
+        for option in ("host", "port", "certfile")
+    )
     settings = make_settings(options)
+    pty_options: dict[str, Any] = {
+        "pty": os.isatty(1) if pty is None else pty,
+        "pty_size": pty_size or DEFAULT_PTY_SIZE,
+        # Our terminal, whose size the pseudo-terminals follow (unless a size was given).
+        "terminal_fd": None if pty_size else next((fd for fd in (1, 2, 0) if os.isatty(fd)), None),
+    }
     if server is not None:
         _check_server_url(server)
         # The job never sees the runner token, and its log never shows it.
         spec = JobSpec.resolve(
-            settings, command, name=name, pty=pty, tee=not quiet, env=remote.command_env(os.environ)
+            settings,
+            command,
+            name=name,
+            tee=not quiet,
+            env=remote.command_env(os.environ),
+            **pty_options,
         )
         if settings.token:
             spec = replace(spec, masker=spec.masker.including([settings.token]))
@@ -244,8 +312,8 @@ def run(
                 say=say,
             )
         )
-    spec = JobSpec.resolve(settings, command, name=name, pty=pty, tee=not quiet)
-    return trio.run(_run, settings, spec, linger)
+    spec = JobSpec.resolve(settings, command, name=name, tee=not quiet, **pty_options)
+    return trio.run(_run, settings, spec, linger, own_server)
 
 
 def _check_server_url(server: str) -> None:
@@ -253,38 +321,101 @@ def _check_server_url(server: str) -> None:
         raise UsageError(f"--server: an http:// or https:// URL, got {server[:100]!r}")
 
 
-async def _run(settings: Settings, spec: JobSpec, linger_s: float | None) -> int:
-    sock = _bind(settings)
-    linger_over = trio.Event()
-    # After a linger nobody waits for the end events; else every connected viewer gets them,
-    # but not forever.
-    end_wait_s = 0 if linger_s is not None else api.END_WAIT_S
+async def _run(settings: Settings, spec: JobSpec, linger_s: float | None, own_server: bool) -> int:
+    shared_url = None if own_server else running_server_url(settings.data_dir)
+    sock = _bind(settings) if shared_url is None else None
+    signalled = trio.Event()
+    first_signal_at = 0.0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             _backend_errors(),
+            # No wait for viewers on leaving: it is below, shorter after a signal.
             api.serve(
-                settings, sock=sock, end_wait_s=end_wait_s, serve_tasks=False, accept_runners=False
+                settings,
+                sock=sock,
+                end_wait_s=0,
+                serve_tasks=False,
+                accept_runners=False,
+                url=shared_url,
             ) as server,
             trio.open_nursery() as nursery,
         ):
             job = await server.create(spec)
             freeze_startup_heap()
             say(f"job {job.id} live at {server.url}{routes.job_page(job.id)}")
+            started = trio.current_time()
 
             async def forward_signals() -> None:
+                nonlocal first_signal_at
                 async for signum in signals:
-                    if job.job.ended:
-                        linger_over.set()
-                    else:
+                    if not signalled.is_set():
+                        first_signal_at = trio.current_time()
+                        signalled.set()
+                    if not job.job.ended:
+                        job.runner.notice(_stop_notice(signum, job.runner.stopping))
                         job.cancel(signum)
 
             nursery.start_soon(forward_signals)
             result = await job.run()
-            if linger_s is not None:
-                with trio.move_on_after(linger_s):
-                    await linger_over.wait()
+            duration_s = trio.current_time() - started
+            live_url = server.url if shared_url else None
+            say(_end_line(job.id, result.status, result.exit_code, duration_s, live_url, settings))
+            if shared_url is None:
+                if signalled.is_set():
+                    # Exit within 15 s of the first signal: viewers get what time is left.
+                    with trio.move_on_at(first_signal_at + SIGNALLED_EXIT_S):
+                        await server.state.wait_no_streams()
+                elif linger_s is not None:
+                    with trio.move_on_after(linger_s):
+                        await signalled.wait()
+                else:
+                    # Let every connected viewer receive the end event, but not forever.
+                    with trio.move_on_after(api.END_WAIT_S):
+                        await server.state.wait_no_streams()
             nursery.cancel_scope.cancel()
     return result.exit_code
+
+
+def _stop_notice(signum: int, stopping: bool) -> str:
+    if stopping:
+        return "killing the job now (SIGKILL)"
+    what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    return (
+        f"got {what}: told the job to stop; it is killed in {GRACE_S:g} s, "
+        "or now on a second Ctrl-C"
+    )
+
+
+def _end_line(
+    job_id: str,
+    status: str,
+    exit_code: int,
+    duration_s: float,
+    live_url: str | None,
+    settings: Settings,
+) -> str:
+    """The last ``logstream: `` line: how the job ended and where its log stays."""
+    ended = f"job {job_id} {status} (exit status {exit_code}) after {_duration(duration_s)}"
+    if live_url:
+        return f"{ended}; its log: {live_url}{routes.job_page(job_id)}"
+    data_dir = (
+        ""
+        if settings.data_dir == default_data_dir()
+        else f" --data-dir {shlex.quote(str(settings.data_dir))}"
+    )
+    later = format_url("http", "127.0.0.1", DEFAULT_PORT)
+    page = f"{later}{routes.job_page(job_id)}"
+    return f"{ended}; to see its log again: logstream serve{data_dir}, then {page}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def freeze_startup_heap() -> None:
@@ -340,6 +471,7 @@ async def _backend_errors() -> AsyncIterator[None]:
 @click.option(
     "--ingest-token",
     envvar="LOGSTREAM_INGEST_TOKEN",
+    show_envvar=True,
     default=None,
     help="The token remote runners send (default: the viewer token also admits runners).",
 )
@@ -358,8 +490,10 @@ def serve(
     """Serve every job in the data directory, live and finished.
 
     Jobs that `logstream run` processes on this machine write to the same data directory
-    show up live, and so do the jobs of remote runners (`logstream run --server URL`).
-    With --jobs, the jobs defined in that file can be started from the API.
+    show up live, and so do the jobs of remote runners (`logstream run --server URL`). While
+    this server runs, such a `logstream run` on this machine prints this server's page for its
+    job (it outlives the run). With --jobs, the jobs defined in that file can be started from
+    the API.
     """
     settings = make_settings(options)
     try:
@@ -382,14 +516,25 @@ async def _serve(
             trio.open_nursery() as nursery,
         ):
             freeze_startup_heap()
-            say(f"serving at {server.url}/")
-            if keep_days is not None or keep_jobs is not None:
-                nursery.start_soon(_gc_hourly, server.catalog.backend, keep_days, keep_jobs)
-            async for _signum in signals:
-                break
+            # `logstream run` on this data directory names our page for its job.
+            with announce_server(settings.data_dir, _reachable_url(server.url)):
+                say(f"serving at {server.url}/")
+                if keep_days is not None or keep_jobs is not None:
+                    nursery.start_soon(_gc_hourly, server.catalog.backend, keep_days, keep_jobs)
+                async for _signum in signals:
+                    break
             say("shutting down")
             nursery.cancel_scope.cancel()
     return 0
+
+
+def _reachable_url(url: str) -> str:
+    """``url`` with a wildcard address (``0.0.0.0``, ``::``) replaced by this host's name."""
+    parts = urlsplit(url)
+    if parts.hostname in ("0.0.0.0", "::"):
+        netloc = f"{socket.gethostname()}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return url
 
 
 async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int | None) -> None:
@@ -404,11 +549,18 @@ async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int |
 @click.option(
     "--server",
     envvar="LOGSTREAM_SERVER",
+    show_envvar=True,
     required=True,
     metavar="URL",
     help="The `logstream serve` to upload to (also LOGSTREAM_SERVER).",
 )
-@click.option("--token", envvar="LOGSTREAM_TOKEN", default=None, help="The server's runner token.")
+@click.option(
+    "--token",
+    envvar="LOGSTREAM_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="The server's runner token.",
+)
 @data_dir_option
 @upload_timeout_option("Give up on a job after this long.")
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
@@ -461,6 +613,7 @@ def push(
 @click.option(
     "--token",
     envvar="LOGSTREAM_TOKEN",
+    show_envvar=True,
     default=None,
     help="The server's token (sent as a Bearer header).",
 )
@@ -470,7 +623,8 @@ def push(
     default=tail_module.DEFAULT_RECONNECT_FOR_S,
     show_default=True,
     metavar="SECONDS",
-    help="Give up after the server is unreachable this long (0: never).",
+    help="Give up after a server that answered before is unreachable this long (0: never); "
+    f"one that never answered: after {FIRST_CONTACT_S:g} s.",
 )
 def tail_command(
     url: str,
@@ -517,7 +671,7 @@ def tail_command(
         return 141
 
 
-@cli.command()
+@cli.command(options_metavar="[--data-dir DIR] [--keep-days N] [--keep-jobs N]")
 @data_dir_option
 @click.option(
     "--keep-days",
@@ -532,9 +686,12 @@ def tail_command(
     help="Keep only this many newest jobs; remove older finished ones.",
 )
 def gc(data_dir: Path | None, keep_days: float | None, keep_jobs: int | None) -> int:
-    """Remove old finished jobs (never a running one)."""
+    """Remove old finished jobs (never a running one).
+
+    Give --keep-days, --keep-jobs or both: a job goes when either says so.
+    """
     if keep_days is None and keep_jobs is None:
-        raise UsageError("gc: give --keep-days and/or --keep-jobs")
+        raise UsageError("gc: give --keep-days N, --keep-jobs N, or both")
     removed = DataDir(data_dir or default_data_dir()).gc(keep_days, keep_jobs)
     say(f"removed {len(removed)} jobs")
     return 0
@@ -552,6 +709,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         say("aborted")
         return 130
+    except click.UsageError as error:
+        # Every message of ours on stderr is a whole `logstream: ` line.
+        where = error.ctx.command_path if error.ctx else "logstream"
+        say(f"{error.format_message()} (see `{where} --help`)")
+        return error.exit_code
     except click.ClickException as error:
         error.show()
         return error.exit_code

@@ -20,6 +20,9 @@ from logstream.ring import DEFAULT_RING_LINES
 
 #: Between the stop signal and SIGKILL.
 GRACE_S = 10.0
+#: Columns and rows of the pseudo-terminals when there is no terminal of ours to follow: what
+#: a terminal emulator opens with, and what CI agents that use a pty (Jenkins, Buildkite) give.
+DEFAULT_PTY_SIZE = (80, 24)
 NAME_MAX_CHARS = 200
 
 
@@ -37,8 +40,12 @@ class JobSpec:
     cwd: Path | None = None
     #: The command's whole environment (``None``: this process's).
     env: Mapping[str, str] | None = None
-    #: Run under a pseudo-terminal (one stream, colours kept).
+    #: A pseudo-terminal for stdout and another for stderr (line-buffered, colours kept).
     pty: bool = False
+    #: Columns and rows of the pseudo-terminals.
+    pty_size: tuple[int, int] = DEFAULT_PTY_SIZE
+    #: Our own terminal: the pseudo-terminals take its size and follow its resizes.
+    terminal_fd: int | None = None
     #: Copy the output to this process's stdout and stderr.
     tee: bool = False
     masker: Masker = field(default_factory=lambda: Masker(()), compare=False)

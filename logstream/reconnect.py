@@ -16,6 +16,9 @@ are passed in, so every rule is tested without sockets or sleeping.
   when it never did.
 - Give up once the server has been unreachable for ``reconnect_for_s`` (0: never), counted
   from the last time it answered.
+- That patience is for a server that answered before. One that never answered at all (a typo
+  in the URL, a server that is not running) is given up after ``FIRST_CONTACT_S`` (unless
+  ``reconnect_for_s`` is 0: then it is waited for, as when ``tail`` starts before its server).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 MAX_BACKOFF_S = 30.0
 #: A connection that stayed open this long was healthy: the backoff starts over.
 HEALTHY_S = 10.0
+#: A server that never answered (a wrong URL, a server not started): give up this soon.
+FIRST_CONTACT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,30 @@ class Reconnect:
     _reachable_at: float | None = None
     _connected_at: float = 0.0
     _outage: str | None = None
+    _first_attempt_at: float | None = None
+    _answered: bool = False
 
     def attempt_started(self, now: float) -> None:
         if self._reachable_at is None:
             self._reachable_at = now
+        if self._first_attempt_at is None:
+            self._first_attempt_at = now
         self._connected_at = now
 
-    def dropped(self, now: float, reason: str, *, connected: bool, progressed: bool) -> Retry:
-        """The stream begun at the last ``attempt_started`` ended without the job's end."""
+    def dropped(
+        self,
+        now: float,
+        reason: str,
+        *,
+        connected: bool,
+        progressed: bool,
+        answered: bool = False,
+    ) -> Retry:
+        """The stream begun at the last ``attempt_started`` ended without the job's end.
+
+        ``answered``: the server has answered some request (even with an error) by now.
+        """
+        self._answered = self._answered or answered or connected
         notice = None
         if connected:
             self._reachable_at = now
@@ -72,6 +93,17 @@ class Reconnect:
         self._outage = self._outage or reason
         if progressed or now - self._connected_at >= HEALTHY_S:
             self.failures = 0
+        first_attempt_at = now if self._first_attempt_at is None else self._first_attempt_at
+        if (
+            not self._answered
+            and now - first_attempt_at >= FIRST_CONTACT_S
+            and self.reconnect_for_s
+        ):
+            give_up = (
+                f"giving up: {self.server} never answered ({reason}); is the URL right and its "
+                "server running?"
+            )
+            return Retry(0.0, notice, give_up)
         reachable_at = now if self._reachable_at is None else self._reachable_at
         if now - reachable_at >= self.reconnect_for_s > 0:
             give_up = (

@@ -103,7 +103,11 @@ class DataDir:
         return sorted(ids, reverse=True)
 
     def read_job(self, job_id: str) -> Job:
-        """The job's metadata; a ``running`` job whose runner is gone reads as ``interrupted``."""
+        """The job's metadata; a ``running`` job whose runner is gone reads as ``interrupted``.
+
+        The runner records ``lines`` in ``job.json`` only at the end: for a job that has not
+        ended, the count is the last line in its log, read after ``job.json``.
+        """
         path = self.job_path(job_id)
         try:
             job = Job.from_json((path / "job.json").read_bytes())
@@ -113,7 +117,9 @@ class DataDir:
             # Re-read: the runner may have finished between the two reads.
             job = Job.from_json((path / "job.json").read_bytes())
             if job.status == "running":
-                job = replace(job, status="interrupted", lines=LogReader(path).last_seq())
+                job = replace(job, status="interrupted")
+        if job.status in ("running", "interrupted"):
+            job = replace(job, lines=max(job.lines, LogReader(path).last_seq()))
         return job
 
     def remove_job(self, job_id: str) -> bool:

@@ -187,6 +187,8 @@ class Tail:
     retry_ms: int = sse.RETRY_MS
     clock: Callable[[], float] = trio.current_time
     _connected: bool = field(default=False, init=False)
+    #: Whether the server ever answered an HTTP request (even with an error).
+    _answered: bool = field(default=False, init=False)
     _progressed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -253,7 +255,11 @@ class Tail:
                 reason = _describe(error)
             reconnect.retry_ms = self.retry_ms
             retry = reconnect.dropped(
-                self.clock(), reason, connected=self._connected, progressed=self._progressed
+                self.clock(),
+                reason,
+                connected=self._connected,
+                progressed=self._progressed,
+                answered=self._answered,
             )
             if retry.notice:
                 self.output.notice(retry.notice)
@@ -332,6 +338,7 @@ class Tail:
         return job
 
     async def _check(self, response: httpx.Response) -> None:
+        self._answered = True
         status = response.status_code
         if status == 200:
             return

@@ -30,7 +30,13 @@ from logstream import logformat, routes, sse
 from logstream.backends.protocol import Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.config import Settings
-from logstream.errors import BadRequest, Forbidden, LogstreamError, UnsupportedMediaType
+from logstream.errors import (
+    BadRequest,
+    Forbidden,
+    LogstreamError,
+    UnknownJob,
+    UnsupportedMediaType,
+)
 from logstream.eventstream import EventStream
 from logstream.metrics import Metrics
 from logstream.taskrunner import TaskRunner
@@ -64,10 +70,14 @@ def create_app(state: AppState) -> QuartTrio:
 
     @app.errorhandler(LogstreamError)
     async def domain_error(error: LogstreamError) -> Response:
+        if isinstance(error, UnknownJob) and _wants_page():
+            return await _page("notfound.html", 404)
         return _json({"error": error.message}, error.error_status_hint)
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
+        if _wants_page():
+            return await _page("notfound.html", 404)
         return _json({"error": "not found"}, 404)
 
     @app.errorhandler(405)
@@ -90,6 +100,12 @@ def create_app(state: AppState) -> QuartTrio:
         await catalog.get(job_id)
         return await _page("job.html")
 
+    @app.get("/jobs/<job_id>/")
+    async def job_page_slash(job_id: str) -> Response:
+        await catalog.get(job_id)
+        # Relative, so it works behind a path prefix too.
+        return Response("", status=308, headers={"Location": f"../{job_id}"})
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response("ok\n", content_type="text/plain; charset=utf-8")
@@ -107,7 +123,9 @@ def create_app(state: AppState) -> QuartTrio:
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        return _json(job_json(log.job))
+        shown = job_json(log.job)
+        shown["cancellable"] = state.cancellable(log.job.id, log.job.ended)
+        return _json(shown)
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -199,6 +217,12 @@ class AppState:
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
+
+    def cancellable(self, job_id: str, ended: bool) -> bool:
+        """Whether ``POST /api/jobs/<ID>/cancel`` would stop the job: this server runs it."""
+        return (
+            self.tasks is not None and not ended and self.tasks.supervisor.get(job_id) is not None
+        )
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
@@ -320,12 +344,16 @@ def refuse_cross_site(request: Request, cors_origin: str | None) -> None:
     """Refuse a state-changing request another site may have sent.
 
     Starting and cancelling change state, so besides the token (checked by ``server.Guard``
-    before routing) they are refused from other sites (CSRF): the request must say
+    before routing) they are refused from other sites (CSRF): a request with a body must say
     ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
     browser ask the server first, a CORS preflight that we do not grant), and when it carries
-    an ``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.."""
+    an ``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.
+    A request without a body carries nothing to forge and needs no Content-Type (``curl -X
+    POST .../cancel``): the ``Origin`` and ``Sec-Fetch-Site`` checks and the token stand
+    against other sites."""
     content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-    if content_type != "application/json":
+    has_body = bool(request.content_length) or "transfer-encoding" in request.headers
+    if has_body and content_type != "application/json":
         raise UnsupportedMediaType("send Content-Type: application/json")
     origin = request.headers.get("Origin")
     if origin is not None:
@@ -366,9 +394,14 @@ def job_json(job: Job) -> dict[str, object]:
     return shown
 
 
-async def _page(name: str) -> Response:
+def _wants_page() -> bool:
+    """A browser asking for a page (not the API, not a script): a 404 is a page then."""
+    return not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
+
+
+async def _page(name: str, status: int = 200) -> Response:
     html = await trio.Path(STATIC / name).read_bytes()
-    response = Response(html, content_type="text/html; charset=utf-8")
+    response = Response(html, status=status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     return response
 

@@ -14,6 +14,10 @@ import trio
 
 DEADLINE_S = 30
 URL_LINE = re.compile(rb"^logstream: job (?P<id>[A-Za-z0-9_-]+) live at (?P<url>http://\S+)\n")
+END_LINE = re.compile(
+    rb"logstream: job (?P<id>[A-Za-z0-9_-]+) (?P<status>succeeded|failed|cancelled) "
+    rb"\(exit status (?P<code>\d+)\) after [^;\n]+; (?P<where>[^\n]+)\n\Z"
+)
 SERVING_LINE = re.compile(rb"^logstream: serving at (?P<url>http://\S+)/\n")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logstream.reconnect import HEALTHY_S, MAX_BACKOFF_S, Reconnect
+from logstream.reconnect import FIRST_CONTACT_S, HEALTHY_S, MAX_BACKOFF_S, Reconnect
 
 
 def new(reconnect_for_s: float = 600.0, retry_ms: int = 1000) -> Reconnect:
@@ -14,9 +14,11 @@ def test_the_wait_doubles_from_the_servers_retry_up_to_the_cap() -> None:
     rules.attempt_started(0.0)
     delays = []
     for now in range(1, 10):
-        delays.append(
-            rules.dropped(float(now), "refused", connected=False, progressed=False).delay_s
+        # A server that answers, but with errors (503s): the long patience applies.
+        retry = rules.dropped(
+            float(now), "HTTP 503", connected=False, progressed=False, answered=True
         )
+        delays.append(retry.delay_s)
         rules.attempt_started(float(now))
     assert delays == [1, 2, 4, 8, 16, MAX_BACKOFF_S, MAX_BACKOFF_S, MAX_BACKOFF_S, MAX_BACKOFF_S]
 
@@ -74,3 +76,35 @@ def test_the_jitter_spreads_waits_by_at_most_ten_percent() -> None:
     rules = Reconnect("s", 600.0, 1000)
     for _ in range(100):
         assert 1.0 <= rules.backoff_s() <= 1.1
+
+
+def test_a_server_that_never_answered_is_given_up_within_seconds() -> None:
+    rules = new()
+    rules.attempt_started(0.0)
+    now = 0.0
+    while True:
+        now += 1.0
+        retry = rules.dropped(now, "refused", connected=False, progressed=False)
+        if retry.give_up:
+            break
+        rules.attempt_started(now)
+    assert now == FIRST_CONTACT_S
+    assert retry.give_up == (
+        "giving up: http://ci:8765 never answered (refused); is the URL right and its server "
+        "running?"
+    )
+
+
+def test_once_the_server_answered_the_long_patience_applies() -> None:
+    for answered, connected in ((True, False), (False, True)):
+        rules = new()
+        rules.attempt_started(0.0)
+        rules.dropped(1.0, "x", connected=connected, progressed=False, answered=answered)
+        rules.attempt_started(1.0)
+        assert rules.dropped(100.0, "refused", connected=False, progressed=False).give_up is None
+
+
+def test_with_zero_a_server_that_never_answered_is_waited_for() -> None:
+    rules = new(reconnect_for_s=0)
+    rules.attempt_started(0.0)
+    assert rules.dropped(1e6, "refused", connected=False, progressed=False).give_up is None

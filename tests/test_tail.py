@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -14,20 +15,24 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import logstream
 from logstream.sse import SSEParser
 from logstream.tail import (
+    DEFAULT_RECONNECT_FOR_S,
     EXIT_CANCELLED,
     EXIT_INTERRUPTED,
     EXIT_NO_SUCH_JOB,
     EXIT_UNAUTHORIZED,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Output,
     Tail,
     TailError,
     exit_status,
     parse_target,
+    tail,
 )
 
 from .livejobs import DEADLINE_S, cli, cli_env, has_lines, read_events, run_cli
@@ -475,3 +480,49 @@ def test_a_gap_is_reported_and_no_line_is_printed_twice() -> None:
         b"six\rwith a carriage return\n"
     )
     assert tail.last == 6
+
+
+async def test_a_url_that_never_answered_fails_within_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with socket.socket() as closed:  # bound but not listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        stdout, stderr = io.BytesIO(), io.BytesIO()
+        started = trio.current_time()
+        status = await tail(f"http://127.0.0.1:{port}/jobs/x", stdout=stdout, stderr=stderr)
+        waited = trio.current_time() - started
+    assert status == EXIT_UNAVAILABLE
+    assert waited < 30  # virtual seconds; not the 600 s kept for a server that went away
+    message = stderr.getvalue().decode()
+    assert message.splitlines()[-1].startswith(
+        f"logstream: giving up: http://127.0.0.1:{port} never answered ("
+    )
+    assert message.endswith("is the URL right and its server running?\n")
+
+
+async def test_a_server_that_answered_before_gets_the_long_patience(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def answer_once_then_vanish() -> None:
+        async with listeners[0] as listener:
+            stream = await listener.accept()
+            async with stream:
+                await stream.receive_some(65536)
+                await stream.send_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_once_then_vanish)
+        started = trio.current_time()
+        status = await tail(f"http://127.0.0.1:{port}/jobs/x", stdout=stdout, stderr=stderr)
+        waited = trio.current_time() - started
+    assert status == EXIT_UNAVAILABLE
+    assert waited >= DEFAULT_RECONNECT_FOR_S
+    assert b"unreachable for 600 s" in stderr.getvalue()

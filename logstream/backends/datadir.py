@@ -313,6 +313,11 @@ class FileLog:
         With the default 0 the read begins after this call, so whatever the other process had
         written when a request arrived is in the answer.
         """
+        if self._final:
+            # Nothing changes any more, but ``logstream gc`` may have removed the job.
+            if not await trio.to_thread.run_sync(self._exists):
+                raise UnknownJob(self._job.id)
+            return
         need_after = trio.current_time() - max_age_s
         while not self._final and self._read_started_at <= need_after:
             if self._reading is not None:
@@ -331,6 +336,9 @@ class FileLog:
         read = await read_file_log(self._reader, cursor, max_bytes)
         self._last = max(self._last, read.chunk.last)
         return read
+
+    def _exists(self) -> bool:
+        return (self.path / "job.json").exists()
 
     async def wait_beyond(self, seq: int) -> None:
         # Every stream of the job polls, but they share one read per POLL_INTERVAL_S.

@@ -45,6 +45,7 @@ function renderJobs() {
     previous = row;
   }
   $("no-jobs").hidden = ordered.length > 0;
+  $("jobs-head").hidden = ordered.length === 0;
 }
 
 function buildRow(job) {
@@ -69,11 +70,17 @@ function fillRow(row, job) {
   const status = row.querySelector(".status");
   status.className = `status st-${job.status}`;
   status.textContent = job.status;
-  row.querySelector(".job-name").textContent = job.name || job.id;
-  row.querySelector(".job-name").title = job.id;
+  // The name is the command unless one was given: then the command is not shown twice, and
+  // the name's tooltip has all of it (a name is cut at 200 characters).
+  const text = commandText(job.command);
+  const once = nameIsTheCommand(job);
+  const name = row.querySelector(".job-name");
+  name.textContent = job.name || job.id;
+  name.title = `${once ? text : job.name || job.id}\n${job.id}`;
+  row.classList.toggle("named-by-command", once);
   const command = row.querySelector(".command");
-  command.textContent = commandText(job.command);
-  command.title = commandText(job.command);
+  command.textContent = once ? "" : text;
+  command.title = text;
   const started = row.querySelector(".started");
   started.textContent = ago(job.started_at);
   started.title = job.started_at ? new Date(job.started_at).toLocaleString() : "";
@@ -97,6 +104,16 @@ function fillRow(row, job) {
   } else if (job.status !== "running" && cancel) {
     cancel.remove();
   }
+}
+
+/** Whether the job's name is its command line (the default for `logstream run`, the API). */
+function nameIsTheCommand(job) {
+  const argv = Array.isArray(job.command) ? job.command : [String(job.command ?? "")];
+  // As Python's shlex.join (logstream run) and " ".join (the Python API) write it, cut at 200.
+  const quote = (arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'"'"'`)}'`);
+  const forms = [argv.map(quote).join(" "), argv.join(" ")].map((form) => form.slice(0, 200));
+  if (argv.length === 3 && argv[0] === "/bin/sh" && argv[1] === "-c") forms.push(argv[2].slice(0, 200));
+  return forms.includes(job.name);
 }
 
 function renderDefined() {

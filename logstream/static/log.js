@@ -49,8 +49,22 @@ function showJob(next) {
   status.textContent = statusText(job);
   status.className = `status st-${job.status}`;
   view.startedMs = parseTime(job.started_at);
+  // Only a job this server runs can be cancelled from here (task-runner mode).
+  $("cancel").hidden = !(job.cancellable && job.status === "running");
   showMeta();
   $("ci").replaceChildren(...metaNodes(job.meta));
+}
+
+async function cancelJob() {
+  const button = $("cancel");
+  button.disabled = true;
+  try {
+    await getJson(`${api}/cancel`, { method: "POST" });
+    flash("cancelling: SIGTERM sent, SIGKILL follows after 10 s");
+  } catch (error) {
+    flash(`could not cancel: ${error.message}`);
+    button.disabled = false;
+  }
 }
 
 function showMeta() {
@@ -293,7 +307,7 @@ copyButton.addEventListener("click", (event) => {
 
 async function copyLines(range, feedbackTarget) {
   const [from, to] = range;
-  if (to - from > 100_000) return flash("too many lines to copy; use Raw log");
+  if (to - from > 100_000) return flash("too many lines to copy; use Download");
   for (let seq = from; seq <= to; seq += 0) {
     if (store.has(seq)) {
       seq++;
@@ -446,6 +460,7 @@ $("follow-toggle").addEventListener("click", () => (view.following ? view.setFol
 $("fold-all").addEventListener("click", () => view.setAllGroups(true));
 $("unfold-all").addEventListener("click", () => view.setAllGroups(false));
 $("download").href = `${api}/log?download=1`;
+$("cancel").addEventListener("click", cancelJob);
 $("earlier").querySelector("button").addEventListener("click", () => view.shiftWindow(-1));
 $("later").querySelector("button").addEventListener("click", () => view.shiftWindow(1));
 $("help-button").addEventListener("click", () => $("help").showModal());
