@@ -203,6 +203,7 @@ def test_pure_core_imports_no_async_framework() -> None:
         "import sys\n"
         "import logstream.lines, logstream.ring, logstream.sse\n"
         "import logstream.logformat, logstream.mask\n"
+        "import logstream.problems, logstream.matchers, logstream.workflow\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )
