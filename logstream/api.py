@@ -171,6 +171,7 @@ class Server:
             ring_lines=self.settings.ring_lines,
             timeout_s=timeout_s,
             grace_s=grace_s,
+            matchers=self.settings.matchers,
         )
         return RunningJob(handle, self.url)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import trio
 
 from logstream.joblog import FileLog, JobLog, LiveLog
+from logstream.problemlog import ProblemReader
 from logstream.store import DataDir, Job, UnknownJob
 
 FILE_LOG_CACHE = 256
@@ -18,6 +20,8 @@ class Catalog:
         self._live: dict[str, LiveLog] = {}
         self._files: OrderedDict[str, FileLog] = OrderedDict()
         self._changed = trio.Event()
+        self._problem_readers: OrderedDict[str, ProblemReader] = OrderedDict()
+        self._problem_lock = threading.Lock()
 
     def add_live(self, log: LiveLog) -> None:
         self._live[log.job.id] = log
@@ -72,3 +76,18 @@ class Catalog:
             except (UnknownJob, ValueError, OSError):
                 continue  # just created, or removed meanwhile
         return found
+
+    def problem_counts(self, job_id: str) -> dict[str, int]:
+        """The job's error and warning counts (blocking reads of new records: from a thread)."""
+        if live := self._live.get(job_id):
+            return live.problems.shown_counts()
+        with self._problem_lock:
+            reader = self._problem_readers.get(job_id)
+            if reader is None:
+                reader = ProblemReader(self.data_dir.job_path(job_id))
+                self._problem_readers[job_id] = reader
+                if len(self._problem_readers) > FILE_LOG_CACHE * 4:
+                    self._problem_readers.popitem(last=False)
+            self._problem_readers.move_to_end(job_id)
+            reader.read_new()
+            return reader.problems.shown_counts()

@@ -26,6 +26,7 @@ from logstream.config import Settings, is_loopback
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
 from logstream.launch import create_job
 from logstream.mask import Masker
+from logstream.matchers import Matcher, MatcherError, parse_matchers
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url, serve_http
 from logstream.store import DataDir, default_data_dir
@@ -95,6 +96,14 @@ def server_options(function: F) -> F:
             "also LOGSTREAM_MASK=A,B).",
         ),
         click.option(
+            "--matchers",
+            "matcher_files",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Problem matchers in GitHub's JSON format for every job (repeatable).",
+        ),
+        click.option(
             "--max-streams",
             type=click.IntRange(min=1),
             default=None,
@@ -129,16 +138,30 @@ def server_options(function: F) -> F:
 
 
 def make_settings(options: dict[str, Any]) -> Settings:
+    matchers = _read_matchers(options.pop("matcher_files", ()))
     masks = list(options.pop("masks", ()))
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
-    settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
+    settings = Settings(
+        data_dir=Path(data_dir), masks=tuple(masks), matchers=tuple(matchers), **options
+    )
     if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
         raise UsageError(
             f"refusing to listen on {settings.host} without a token: set --token or "
             "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
         )
     return settings
+
+
+def _read_matchers(paths: tuple[Path, ...]) -> list[Matcher]:
+    matchers: list[Matcher] = []
+    for path in paths:
+        try:
+            matchers += parse_matchers(path.read_text())
+        except (OSError, UnicodeDecodeError, MatcherError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise UsageError(f"--matchers {path}: {reason}") from None
+    return matchers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,6 +244,7 @@ async def _run(
                 tee=not quiet,
                 masker=Masker.from_env(settings.masks),
                 ring_lines=settings.ring_lines,
+                matchers=settings.matchers,
             )
             job_id = job.id
             freeze_startup_heap()

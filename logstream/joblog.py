@@ -32,6 +32,8 @@ from typing import Any, Protocol
 import trio
 
 from logstream import sse, store
+from logstream.problemlog import Found, ProblemList, ProblemReader, append_records
+from logstream.problems import Detector
 from logstream.ring import DEFAULT_RING_LINES, Block, Chunk, Ring
 from logstream.store import Job, LogReader, LogWriter
 
@@ -72,6 +74,10 @@ class JobLog(Protocol):
         """Return once a line after ``seq`` exists or the job ended (may return early)."""
         ...
 
+    async def read_problems(self) -> ProblemList:
+        """The job's problems found so far (docs/problems.md)."""
+        ...
+
 
 class LiveLog:
     """The log of a job this process runs."""
@@ -84,6 +90,11 @@ class LiveLog:
         max_pending_bytes: int = MAX_PENDING_BYTES,
     ) -> None:
         self.path = path
+        #: Finds problems in each block as it is appended (on the event loop: it is cheap).
+        #: Replace it before the first line to give project matchers (``launch.create_job``).
+        self.detector = Detector()
+        self.problems = ProblemList()
+        self._unwritten_problems: list[Found] = []
         self.max_pending_bytes = max_pending_bytes
         self._job = job
         self.ring = Ring(max_lines=ring_lines)
@@ -118,6 +129,10 @@ class LiveLog:
             payload = sse.encode_time(now_ms) + payload
             self._last_mark_ms = now_ms
         block = Block(first, first + len(lines) - 1, payload, now_ms)
+        if found := self.detector.feed(first, lines, stderr=stderr):
+            self._add_problems(
+                [Found(problem, problem.found_at or block.last) for problem in found]
+            )
         self.ring.append(block)
         self._job.lines = block.last
         self._pending.append(block)
@@ -128,12 +143,23 @@ class LiveLog:
 
     def finish(self, status: str, exit_code: int | None) -> None:
         """The job ended: no more lines. The writer task records the end and stops."""
+        if found := self.detector.flush():
+            self._add_problems(
+                [Found(problem, problem.found_at or self.ring.last) for problem in found]
+            )
         self._job.status = status
         self._job.exit_code = exit_code
         self._job.finished_at = store.utc_now()
         self._ended = True
         self._queued.set()
         self._changed.set()
+
+    def _add_problems(self, found: list[Found]) -> None:
+        self.problems.add(found)
+        self._unwritten_problems.extend(found)
+
+    async def read_problems(self) -> ProblemList:
+        return self.problems
 
     async def wait_writable(self) -> None:
         """Wait while the disk is far behind: the command's only backpressure.
@@ -171,6 +197,7 @@ class LiveLog:
                         await self._changed.wait()
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
+            await self._write_problems()
             if blocks:
                 sync = trio.current_time() >= next_sync
                 if sync:
@@ -186,11 +213,19 @@ class LiveLog:
                 break
         end = sse.encode_end(self._job.status, self._job.exit_code)
         with trio.CancelScope(shield=True):
+            await self._write_problems()
             if self._write_error is None:
                 await self._write(self._writer.close, end)
             await self._write(store.write_job, self.path, self._job)
         self._closed.set()
         self._persisted.set()  # nobody waits for a writer that is gone
+
+    async def _write_problems(self) -> None:
+        """Problems go to disk before the lines that found them (docs/problems.md)."""
+        found, self._unwritten_problems = self._unwritten_problems, []
+        if found and self._write_error is None:
+            with trio.CancelScope(shield=True):
+                await self._write(append_records, self.path, found)
 
     async def _write(self, write: Callable[..., None], *args: Any) -> None:
         """Run a disk write in a thread; the first failure stops writing this job's log.
@@ -248,6 +283,9 @@ class FileLog:
         self._end: tuple[str, int | None] | None = None
         self._read_started_at = -float("inf")  # trio time at which the last done read began
         self._reading: trio.Event | None = None
+        self._problems = ProblemReader(self.path)
+        self._problems_lock = trio.Lock()
+        self._problems_final = False
 
     @classmethod
     async def open(cls, data_dir: store.DataDir, job_id: str) -> FileLog:
@@ -296,6 +334,15 @@ class FileLog:
         read = await _read_disk(self._reader, cursor, max_bytes)
         self._last = max(self._last, read.chunk.last)
         return read
+
+    async def read_problems(self) -> ProblemList:
+        async with self._problems_lock:
+            if not self._problems_final:
+                final = self._job.ended
+                await trio.to_thread.run_sync(self._problems.read_new)
+                # Read once more after the end is known: then nothing will be added any more.
+                self._problems_final = final
+        return self._problems.problems
 
     async def wait_beyond(self, seq: int) -> None:
         # Every stream of the job polls, but they share one read per POLL_INTERVAL_S.

@@ -28,6 +28,9 @@ import trio
 from logstream.catalog import Catalog
 from logstream.joblog import LiveLog
 from logstream.mask import Masker
+from logstream.matchers import Matcher
+from logstream.problemlog import matcher_file_reader
+from logstream.problems import Detector
 from logstream.runner import GRACE_S, JobResult, JobRunner
 from logstream.store import DataDir, Job, hold_run_lock
 
@@ -130,6 +133,7 @@ async def create_job(
     ring_lines: int | None = None,
     timeout_s: float | None = None,
     grace_s: float = GRACE_S,
+    matchers: Sequence[Matcher] = (),
 ) -> JobHandle:
     """A new job, visible in ``catalog``, with its log writer running in ``nursery``.
 
@@ -150,6 +154,7 @@ async def create_job(
             pid=os.getpid(),
         )
         log = LiveLog(path, job, ring_lines) if ring_lines else LiveLog(path, job)
+        log.detector = Detector(matchers, read_file=matcher_file_reader(cwd or Path.cwd()))
         runner = JobRunner(
             log,
             list(command),
@@ -220,6 +225,7 @@ class JobSupervisor:
         ring_lines: int | None = None,
         timeout_s: float | None = None,
         grace_s: float = GRACE_S,
+        matchers: Sequence[Matcher] = (),
     ) -> JobHandle:
         """Start a job now; it runs in the supervisor's nursery."""
         if self._nursery is None or self._closing.is_set():
@@ -237,6 +243,7 @@ class JobSupervisor:
             ring_lines=ring_lines,
             timeout_s=timeout_s,
             grace_s=grace_s,
+            matchers=matchers,
         )
         self._jobs[handle.id] = handle
         self._nursery.start_soon(self._run, handle)

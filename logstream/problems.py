@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from logstream.matchers import (
     BUILTIN_MATCHERS,
@@ -80,6 +80,8 @@ class Problem:
     title: str
     file: str | None = None
     line_in_file: int | None = None
+    #: The line whose arrival completed the problem (the last of a traceback); not shown.
+    found_at: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -191,7 +193,8 @@ class Detector:
         found = []
         for stream in self._streams:
             if stream.traceback is not None:
-                found.append(stream.traceback.problem("Traceback (most recent call last)"))
+                problem = stream.traceback.problem("Traceback (most recent call last)")
+                found.append(replace(problem, found_at=max(s.last_seq for s in self._streams)))
                 stream.traceback = None
         return found
 
@@ -225,6 +228,14 @@ class Detector:
             run.start(text, seq)
 
     def _line(self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem]) -> None:
+        before = len(found)
+        self._rules(stream, seq, index, text, found)
+        for n in range(before, len(found)):
+            found[n] = replace(found[n], found_at=seq)
+
+    def _rules(
+        self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem]
+    ) -> None:
         stream.done_through = index
         if "\x1b" in text:
             text = _COLOR.sub("", text)

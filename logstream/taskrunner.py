@@ -115,6 +115,7 @@ class TaskRunner:
                 masker=Masker.from_env(self.settings.masks),
                 ring_lines=self.settings.ring_lines,
                 timeout_s=definition.timeout_s,
+                matchers=self.settings.matchers,
             )
         finally:
             self._starting[name] -= 1

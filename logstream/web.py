@@ -30,6 +30,7 @@ from logstream.catalog import Catalog
 from logstream.config import Settings
 from logstream.joblog import Cursor, JobLog
 from logstream.metrics import Metrics
+from logstream.problemlog import ProblemList
 from logstream.store import UnknownJob
 
 if TYPE_CHECKING:
@@ -127,13 +128,20 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
-        jobs = await trio.to_thread.run_sync(catalog.jobs)
-        return _json({"jobs": [job.to_api() for job in jobs], "defined": state.defined_jobs()})
+        jobs = await trio.to_thread.run_sync(_shown_jobs, catalog)
+        return _json({"jobs": jobs, "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        return _json(_job_json(log))
+        problems = await log.read_problems()
+        return _json({**_job_json(log), "problems": problems.shown_counts()})
+
+    @app.get("/api/jobs/<job_id>/problems")
+    async def problems(job_id: str) -> Response:
+        log = await catalog.get(job_id)
+        found = await log.read_problems()
+        return _json({"problems": found.in_line_order()})
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -239,9 +247,16 @@ class AppState:
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
         cursor = Cursor(after)
         opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
+        problems = _ProblemCursor(after)
         while not self.shutting_down.is_set():
             read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
             chunk = read.chunk
+            if (
+                problems.sent_through < cursor.seq
+                and opening is None
+                and (news := problems.events(await log.read_problems(), cursor.seq))
+            ):
+                yield news  # the problems the lines sent so far completed
             if chunk.payload:
                 prefix = b""
                 if opening is not None:
@@ -260,7 +275,8 @@ class AppState:
             # Everything the log has is sent: only now may the end follow.
             job = log.job
             if job.ended and cursor.seq >= log.last:
-                yield sse.encode_end(job.status, job.exit_code)
+                news = problems.events(await log.read_problems(), None)
+                yield news + sse.encode_end(job.status, job.exit_code)
                 return
             # No task per wait (a nursery here cost more than the send itself under load):
             # shut_down() cancels the scopes of waiting streams directly.
@@ -281,8 +297,7 @@ class AppState:
 
     async def stream_job_list(self) -> AsyncIterator[bytes]:
         sent: dict[str, dict[str, Any]] = {}
-        jobs = await trio.to_thread.run_sync(self.catalog.jobs)
-        shown = [job.to_api() for job in jobs]
+        shown = await trio.to_thread.run_sync(_shown_jobs, self.catalog)
         sent = {str(job["id"]): job for job in shown}
         yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
         while not self.shutting_down.is_set():
@@ -291,14 +306,45 @@ class AppState:
                     nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
                     await self.catalog.wait_changed()
                     nursery.cancel_scope.cancel()
-            jobs = await trio.to_thread.run_sync(self.catalog.jobs)
+            jobs = await trio.to_thread.run_sync(_shown_jobs, self.catalog)
             out = []
-            for job in jobs:
-                shown_job = job.to_api()
-                if sent.get(job.id) != shown_job:
-                    sent[job.id] = shown_job
+            for shown_job in jobs:
+                job_id = str(shown_job["id"])
+                if sent.get(job_id) != shown_job:
+                    sent[job_id] = shown_job
                     out.append(_event("job", shown_job))
             yield b"".join(out) if out else sse.KEEPALIVE
+
+
+class _ProblemCursor:
+    """Which problems an event stream has sent: those found by the lines it has sent.
+
+    A problem goes out after the line that completed it (its ``found_at``), so a stream
+    resumed after line N sends exactly the problems found after N (docs/problems.md).
+    """
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+        self.sent_through = after
+        self._index: int | None = None
+
+    def events(self, problems: ProblemList, through: int | None) -> bytes:
+        """``event: problem`` records for the problems found by lines up to ``through``
+        (``None``: all of them, at the job's end)."""
+        found = problems.found
+        if self._index is None:
+            self._index = 0
+            while self._index < len(found) and found[self._index].found_at <= self.after:
+                self._index += 1
+        out = []
+        while self._index < len(found) and (
+            through is None or found[self._index].found_at <= through
+        ):
+            out.append(_event("problem", found[self._index].problem.to_json()))
+            self._index += 1
+        if through is not None:
+            self.sent_through = through
+        return b"".join(out)
 
 
 class StreamSlot:
@@ -333,6 +379,18 @@ def _event(name: str, data: object) -> bytes:
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+def _shown_jobs(catalog: Catalog) -> list[dict[str, object]]:
+    """The job list as the API shows it (blocking reads of small files: call from a thread)."""
+    shown = []
+    for job in catalog.jobs():
+        try:
+            problems = catalog.problem_counts(job.id)
+        except OSError:
+            problems = {"error": 0, "warning": 0}
+        shown.append({**job.to_api(), "problems": problems})
+    return shown
 
 
 def _job_json(log: JobLog) -> dict[str, object]:
