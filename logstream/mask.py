@@ -24,6 +24,12 @@ class Masker:
         """Mask the values of the environment variables ``names`` (unset ones are skipped)."""
         return cls(environ[name] for name in names if environ.get(name))
 
+    def add(self, value: str) -> None:
+        """Mask ``value`` too from now on (a job's ``::add-mask::VALUE`` line)."""
+        parts = {part for part in value.split("\n") if part.strip()} - set(self._values)
+        if parts:
+            self._values = sorted([*self._values, *parts], key=len, reverse=True)
+
     def __bool__(self) -> bool:
         return bool(self._values)
 

@@ -43,6 +43,7 @@ import trio
 from logstream.joblog import LiveLog
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
 from logstream.mask import Masker
+from logstream.workflow import add_mask_value
 
 READ_BYTES = 64 * 1024
 TEE_BUFFER_BYTES = 1 << 20  # beyond this a slow terminal slows the command, as without us
@@ -208,7 +209,7 @@ class JobRunner:
                         break  # a pty reports the end of output as EIO
                 if scope.cancelled_caught or not chunk:
                     break  # EOF, or idle since the job ended: a leftover holds the pipe
-                self.log.append(self.masker.apply(splitter.feed(chunk)), stderr=stderr)
+                self.log.append(self._masked(splitter.feed(chunk)), stderr=stderr)
                 await self.log.wait_writable()
                 if tee is not None:
                     tee.put(chunk)
@@ -216,7 +217,24 @@ class JobRunner:
                         await tee.wait_room()
         finally:
             self._receive_scopes.pop(fd, None)
-            self.log.append(self.masker.apply(splitter.flush()), stderr=stderr)
+            self.log.append(self._masked(splitter.flush()), stderr=stderr)
+
+    def _masked(self, lines: list[str]) -> list[str]:
+        """The lines masked; ``::add-mask::VALUE`` masks VALUE in itself and every later line.
+
+        As on GitHub Actions: a job can hide a secret it computes (a token it fetched) before
+        printing it. Lines of either stream read after it are masked.
+        """
+        if not lines or "::add-mask::" not in "\n".join(lines):
+            return self.masker.apply(lines)
+        masked: list[str] = []
+        start = 0
+        for n, line in enumerate(lines):
+            if (value := add_mask_value(line)) is not None:
+                masked += self.masker.apply(lines[start:n])
+                self.masker.add(value)
+                start = n
+        return masked + self.masker.apply(lines[start:])
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""
