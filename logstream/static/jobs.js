@@ -40,6 +40,8 @@ function renderJobs() {
       rows.set(job.id, row);
     }
     fillRow(row, job);
+    fillProblems(row, job);
+    row.hidden = !matchesFilter(job);
     const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
     if (wanted !== row) (previous ? previous.after(row) : list.prepend(row));
     previous = row;
@@ -89,6 +91,53 @@ function fillRow(row, job) {
   } else if (job.status !== "running" && cancel) {
     cancel.remove();
   }
+}
+
+// ---- problem counts and the filter -------------------------------------------------------------
+
+/** The job's error and warning counts, as small badges after its status. */
+function fillProblems(row, job) {
+  let badges = row.querySelector(".problem-counts");
+  if (!badges) {
+    badges = el("span", "problem-counts");
+    row.querySelector(".status").after(badges);
+  }
+  const counts = job.problems ?? {};
+  const shown = [];
+  for (const [severity, icon] of [["error", "✖"], ["warning", "⚠"]]) {
+    const n = counts[severity] ?? 0;
+    if (n) shown.push([severity, icon, n]);
+  }
+  const key = JSON.stringify(shown);
+  if (badges.dataset.key === key) return;
+  badges.dataset.key = key;
+  badges.replaceChildren(
+    ...shown.map(([severity, icon, n]) => {
+      const badge = el("span", `badge an-${severity}`, `${icon} ${n}`);
+      badge.title = `${n} ${severity}${n === 1 ? "" : "s"}`;
+      return badge;
+    }),
+  );
+}
+
+const filter = { text: "", status: "" };
+
+function matchesFilter(job) {
+  if (filter.status && job.status !== filter.status) return false;
+  if (!filter.text) return true;
+  const haystack = `${job.name ?? ""} ${commandText(job.command)} ${job.id}`.toLowerCase();
+  return haystack.includes(filter.text);
+}
+
+function setUpFilter() {
+  const apply = () => {
+    filter.text = $("filter-text").value.trim().toLowerCase();
+    filter.status = $("filter-status").value;
+    renderJobs();
+  };
+  $("filter-text").addEventListener("input", apply);
+  $("filter-status").addEventListener("change", apply);
+  $("job-filter").addEventListener("submit", (event) => event.preventDefault());
 }
 
 function renderDefined() {
@@ -203,6 +252,7 @@ function connect() {
 }
 
 async function start() {
+  setUpFilter();
   try {
     const listing = await getJson("/api/jobs");
     defined = listing.defined ?? [];
