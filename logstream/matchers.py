@@ -139,7 +139,7 @@ class MatcherRun:
     @property
     def busy(self) -> bool:
         """Whether an earlier line began a multi-line match (so the next line matters)."""
-        return any(state is not None for state in self._state)
+        return any(self._state)
 
     def reset(self) -> None:
         for i in range(len(self._state)):
@@ -200,7 +200,7 @@ def severity_of(matcher: Matcher, fields: dict[str, str]) -> str:
 _PATH = r"([^\s:(\[][^\s:(]*)"  # a path: no blanks, no ':' (so "12:03:04" is no file)
 
 #: The built-in rules that fit GitHub's format, in it. Each rule's lines contain one of
-#: ``problems.TRIGGERS`` (the detector's prefilter relies on it; a test checks every rule).
+#: ``problems.PREFILTER`` finds (the detector's prefilter relies on it; a test checks this).
 BUILTIN_MATCHERS: dict[str, Any] = {
     "problemMatcher": [
         {

@@ -17,11 +17,11 @@ Theory of operation
   broken by stdout lines read in between), and share the rules.
 - As on GitHub, ANSI colour codes are removed before matching, and a match resets the other
   matchers' multi-line state.
-- Prefilter: the built-in rules only ever match a line holding one of ``TRIGGERS`` (a test
-  checks each rule against it). So a block is joined once and searched for those few literals
-  in C; only the lines holding one, and lines while a multi-line state is open, go through the
-  regexes. A multi-line built-in match is completed by a line holding a trigger (`` --> ``); the
-  line before it, if it was skipped, is replayed into the first patterns first. Project
+- Prefilter: the built-in rules only ever match a line that ``PREFILTERS`` find (a test checks
+  each rule against it). So a block is joined once and searched by a few fast regex passes in
+  C; only the lines they find, and lines while a multi-line state is open, go through the rules. A
+  multi-line built-in match is completed by a line the prefilter finds (`` --> ``); the line
+  before it, if it was skipped, is replayed into the first patterns first. Project
   matchers may match anything, so while there are any every line is tried. The answer is the
   same with and without the prefilter, however the lines are cut into blocks (tested).
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from logstream.matchers import (
     BUILTIN_MATCHERS,
@@ -43,19 +43,25 @@ from logstream.matchers import (
 )
 from logstream.workflow import Command, parse_command
 
-TRIGGERS = (
-    "::",
-    "error",
-    "warning",
-    "ERR",
-    "FAIL",
-    "WARNING",
-    "*** ",
-    "Traceback (",
-    "E   ",
-    ".py:",
-    ".go:",
-    "-->",
+# What every line a built-in rule can report holds (a test checks each rule against them): a
+# few regular expressions, each beginning with one literal character so that ``re`` scans a
+# block for it as fast as ``str.find`` (an alternation of different first characters would be
+# scanned character by character, several times slower). Only the lines they find, a handful
+# per thousand in ordinary output, go through the rules.
+PREFILTERS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        # workflow commands; gcc, clang, mypy, javac, tsc; flake8, ruff concise, Go
+        r":(?::|\d+(?::\d+)?:? (?:- )?(?:fatal )?(?:error|warning)|\d+:\d+: "
+        r"| (?:error|warning) TS)",
+        r"-->",  # rustc, ruff: completes a match that the line before began
+        r"\*\*\* ",  # make
+        r"E(?:RR|   )",  # pytest ERROR and E blocks, Maven [ERROR], npm ERR!
+        r"FAIL",  # pytest FAILED, go test --- FAIL, Gradle FAILURE
+        r"WARNING",  # Maven [WARNING]
+        r"Traceback \(",  # Python
+        r"npm error",  # npm 10
+    )
 )
 TITLE_CHARS = 200
 _COLOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -69,6 +75,21 @@ _RUNS = (
 _TRACEBACK = re.compile(r"([ \t]*)Traceback \(most recent call last\):\s*$")
 _FRAME = re.compile(r'\s*File "([^"]+)", line (\d+)')
 BUILTIN: tuple[Matcher, ...] = tuple(matchers_from_json(BUILTIN_MATCHERS))
+# Literals without which a built-in single-line matcher cannot match a line: a few ``in`` tests
+# spare most lines most regexes (a test checks every hint against the rules' matches).
+_HINTS: dict[str, tuple[str, ...]] = {
+    "logstream-compiler": ("error: ", "warning: "),
+    "logstream-tsc": (" TS",),
+    "logstream-tsc-pretty": (" TS",),
+    "logstream-flake8-warning": (".py:",),
+    "logstream-flake8": (".py:",),
+    "logstream-go": (".go:",),
+    "logstream-pytest": ("FAILED ", "ERROR "),
+    "logstream-go-test": ("--- FAIL: ",),
+    "logstream-make": ("*** ",),
+    "logstream-maven": ("] ",),
+    "logstream-gradle": ("FAILURE: ",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +145,8 @@ class _Traceback:
     file: str | None = None
     line_in_file: int | None = None
 
-    def problem(self, title: str) -> Problem:
-        return Problem(self.line, "error", _title(title), self.file, self.line_in_file)
+    def problem(self, title: str, found_at: int) -> Problem:
+        return Problem(self.line, "error", _title(title), self.file, self.line_in_file, found_at)
 
 
 @dataclass
@@ -137,11 +158,14 @@ class _Stream:
     last_text: str | None = None
     last_seq: int = 0
     runs: list[MatcherRun] = field(default_factory=list)
+    multi: list[MatcherRun] = field(default_factory=list)  # the runs that keep state
     run_ends: dict[str, int] = field(default_factory=dict)  # run rule -> index of its last line
     traceback: _Traceback | None = None
 
     def busy(self) -> bool:
-        return self.traceback is not None or any(run.busy for run in self.runs)
+        if self.traceback is not None:
+            return True
+        return any(run.busy for run in self.multi)
 
 
 class Detector:
@@ -193,8 +217,8 @@ class Detector:
         found = []
         for stream in self._streams:
             if stream.traceback is not None:
-                problem = stream.traceback.problem("Traceback (most recent call last)")
-                found.append(replace(problem, found_at=max(s.last_seq for s in self._streams)))
+                last = max(s.last_seq for s in self._streams)
+                found.append(stream.traceback.problem("Traceback (most recent call last)", last))
                 stream.traceback = None
         return found
 
@@ -228,18 +252,11 @@ class Detector:
             run.start(text, seq)
 
     def _line(self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem]) -> None:
-        before = len(found)
-        self._rules(stream, seq, index, text, found)
-        for n in range(before, len(found)):
-            found[n] = replace(found[n], found_at=seq)
-
-    def _rules(
-        self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem]
-    ) -> None:
+        """Every problem found here is found at ``seq`` (its ``found_at``)."""
         stream.done_through = index
         if "\x1b" in text:
             text = _COLOR.sub("", text)
-        if stream.traceback is not None and self._in_traceback(stream, text, found):
+        if stream.traceback is not None and self._in_traceback(stream, seq, text, found):
             return
         stripped = text.lstrip(" \t")
         if stripped.startswith("::"):
@@ -249,12 +266,15 @@ class Detector:
                 return
         matched = False
         for run in stream.runs:
+            hint = _HINTS.get(run.matcher.owner)
+            if hint is not None and not any(literal in text for literal in hint):
+                continue  # (hinted matchers have one pattern: no state to update)
             match = run.feed(text, seq)
             if match is not None:
-                for other in stream.runs:
+                for other in stream.multi:
                     if other is not run:
                         other.reset()
-                found.append(_problem(run.matcher, match.fields, match.line))
+                found.append(_problem(run.matcher, match.fields, match.line, seq))
                 matched = True
                 break
         for name, regex, group in _RUNS:
@@ -263,14 +283,16 @@ class Detector:
                 starts = stream.run_ends.get(name) != index - 1
                 stream.run_ends[name] = index
                 if starts and not matched:
-                    found.append(Problem(seq, "error", _title(run_match.group(group))))
+                    found.append(
+                        Problem(seq, "error", _title(run_match.group(group)), found_at=seq)
+                    )
                 return
         if not matched and "Traceback (" in text:
             start = _TRACEBACK.match(text)
             if start is not None:
                 stream.traceback = _Traceback(seq, start.group(1))
 
-    def _in_traceback(self, stream: _Stream, text: str, found: list[Problem]) -> bool:
+    def _in_traceback(self, stream: _Stream, seq: int, text: str, found: list[Problem]) -> bool:
         """Whether ``text`` belongs to the traceback under way (its frames or its last line)."""
         traceback = stream.traceback
         assert traceback is not None
@@ -284,9 +306,9 @@ class Detector:
             return True
         stream.traceback = None
         if text.strip() and text.startswith(indent):
-            found.append(traceback.problem(text))
+            found.append(traceback.problem(text, seq))
             return True
-        found.append(traceback.problem("Traceback (most recent call last)"))
+        found.append(traceback.problem("Traceback (most recent call last)", seq))
         return False
 
     def _command(self, command: Command, seq: int, found: list[Problem]) -> None:
@@ -308,7 +330,8 @@ class Detector:
                 added = parse_matchers(self._read_file(path))
             except (OSError, UnicodeDecodeError, MatcherError) as error:
                 reason = error.strerror if isinstance(error, OSError) else str(error)
-                found.append(Problem(seq, "warning", _title(f"problem matcher {path}: {reason}")))
+                title = _title(f"problem matcher {path}: {reason}")
+                found.append(Problem(seq, "warning", title, found_at=seq))
                 return
             for matcher in reversed(added):
                 self._add(matcher)
@@ -330,9 +353,10 @@ class Detector:
                 kept[m.owner] if m.owner in kept and kept[m.owner].matcher is m else MatcherRun(m)
                 for m in self.matchers
             ]
+            stream.multi = [run for run in stream.runs if len(run.matcher.patterns) > 1]
 
 
-def _problem(matcher: Matcher, fields: dict[str, str], line: int) -> Problem:
+def _problem(matcher: Matcher, fields: dict[str, str], line: int, found_at: int) -> Problem:
     message = fields.get("message", "")
     code = fields.get("code")
     if code and code not in message:
@@ -343,21 +367,18 @@ def _problem(matcher: Matcher, fields: dict[str, str], line: int) -> Problem:
         _title(message),
         fields.get("file"),
         _number(fields.get("line")),
+        found_at,
     )
 
 
 def _candidates(lines: Sequence[str]) -> list[int]:
-    """The indices of the lines that hold a trigger, in order (one ``find`` pass per trigger)."""
+    """The indices of the lines the prefilters find, in order (a fast pass over the block each)."""
     joined = "\n".join(lines)
+    if "\x1b" in joined:
+        joined = _COLOR.sub("", joined)  # removes no "\n": line numbers stay
     hits: list[int] = []
-    for trigger in TRIGGERS:
-        start = joined.find(trigger)
-        while start >= 0:
-            hits.append(start)
-            end = joined.find("\n", start)
-            if end < 0:
-                break
-            start = joined.find(trigger, end + 1)
+    for prefilter in PREFILTERS:
+        hits.extend(hit.start() for hit in prefilter.finditer(joined))
     if not hits:
         return []
     hits.sort()

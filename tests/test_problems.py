@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from logstream.lines import LineSplitter
 from logstream.matchers import MatcherError, parse_matchers
-from logstream.problems import BUILTIN, TRIGGERS, Detector, Problem, detect
+from logstream.problems import _HINTS as HINTS
+from logstream.problems import BUILTIN, PREFILTERS, Detector, Problem, detect
 from logstream.workflow import add_mask_value, parse_command
 
 CORPUS = Path(__file__).parent / "problem_corpus"
@@ -250,14 +251,29 @@ def test_ansi_colours_are_ignored() -> None:
     ]
 
 
-def test_every_built_in_rule_matches_only_lines_holding_a_trigger() -> None:
-    # The prefilter relies on it: a rule's last line must hold one of TRIGGERS.
+def test_every_hint_is_in_every_line_its_matcher_matches() -> None:
+    hinted = {m.owner: m for m in BUILTIN if m.owner in HINTS}
+    assert all(len(m.patterns) == 1 for m in hinted.values())
     for name in CASES:
         for line in corpus_lines(name):
-            for matcher in BUILTIN:
-                last = matcher.patterns[-1].regex
-                if last.search(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)):
-                    assert any(t in line for t in TRIGGERS), (name, matcher.owner, line)
+            bare = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)
+            for owner, matcher in hinted.items():
+                if matcher.patterns[0].regex.search(bare):
+                    assert any(h in bare for h in HINTS[owner]), (name, owner, line)
+
+
+def test_the_prefilter_finds_every_line_a_rule_reports_or_completes() -> None:
+    # The prefilter relies on it: a problem's first or completing line must be found.
+    for name in CASES:
+        lines = corpus_lines(name)
+        reference = Detector(prefilter=False)
+        for n, line in enumerate(lines, start=1):
+            for problem in reference.feed(n, [line]):
+                completing = lines[problem.found_at - 1] if problem.found_at else line
+                bare = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", completing)
+                first = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", lines[problem.line - 1])
+                # A traceback is found at its first line, a rustc error at its last.
+                assert any(p.search(first) or p.search(bare) for p in PREFILTERS), (name, line)
 
 
 ALL_LINES = [line for name in CASES for line in corpus_lines(name)]
