@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from .test_viewer import CHROMIUM, DEADLINE_MS, Child, finished_job, row, rows, start
+from . import test_viewer
+from .test_viewer import Child, finished_job, row, rows, start
 
 pytestmark = pytest.mark.browser
 
@@ -39,29 +40,10 @@ print("done")
 """
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-    yield browser
-    browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.set_default_timeout(DEADLINE_MS)
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+# The browser and page fixtures of the viewer tests, shared (one definition).
+playwright = test_viewer.playwright
+browser = test_viewer.browser
+page = test_viewer.page
 
 
 @pytest.fixture
