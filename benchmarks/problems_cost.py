@@ -24,11 +24,12 @@ from pathlib import Path
 
 import trio
 
+from logstream.backends.datadir import DataDirBackend
 from logstream.joblog import LiveLog
+from logstream.jobspec import JobSpec
 from logstream.lines import LineSplitter
 from logstream.problems import Detector, Problem
 from logstream.runner import JobRunner
-from logstream.store import Job
 
 PRODUCER = r"""
 import sys
@@ -71,11 +72,11 @@ class NullDetector(Detector):
 
 
 async def ingest(command: list[str], detect: bool, directory: Path) -> dict[str, float]:
-    job = Job(id="bench", name="bench", command=command)
-    log = LiveLog(directory, job)
+    writer = await DataDirBackend(directory).create_job("bench", command)
+    log = LiveLog(writer)
     if not detect:
         log.detector = NullDetector()
-    runner = JobRunner(log, command, tee=False)
+    runner = JobRunner(log, JobSpec(tuple(command), "bench", tee=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run_writer)
         before = resource.getrusage(resource.RUSAGE_SELF)

@@ -10,23 +10,20 @@ also finds every problem that line completed. Each record is the API's problem o
 ``-->`` line after a rustc error); the event stream sends a problem right after that line, so
 a stream resumed after line N has had exactly the problems with ``found_at`` <= N.
 
-Readers of a job another process runs read the file incrementally from where they stopped
-(``ProblemReader``); a torn last record (a crash mid-write) is left for the next read, which
-finds it whole or never. Nothing here re-reads the log.
+Pure: the records' format and the list; ``store`` reads and writes the file. Readers of a job
+another process runs read the file incrementally from where they stopped
+(``store.ProblemReader``); a torn last record (a crash mid-write) is left for the next read,
+which finds it whole or never. Nothing re-reads the log.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from logstream.problems import Problem
 
 PROBLEMS_FILE = "problems"
-MATCHER_FILE_MAX_BYTES = 1 << 20
 SHOWN_SEVERITIES = ("error", "warning")
 
 
@@ -79,51 +76,3 @@ class ProblemList:
 
 def _by_line(item: Found) -> int:
     return item.problem.line
-
-
-def append_records(job_path: Path, found: list[Found]) -> None:
-    """Append problem records to the job's ``problems`` file (blocking: call from a thread)."""
-    data = b"".join(item.to_record() for item in found)
-    fd = os.open(
-        job_path / PROBLEMS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-class ProblemReader:
-    """Follows a job's ``problems`` file that another process writes (blocking calls)."""
-
-    def __init__(self, job_path: Path) -> None:
-        self.path = job_path / PROBLEMS_FILE
-        self.problems = ProblemList()
-        self._offset = 0
-
-    def read_new(self) -> None:
-        """Add the records appended since the last call."""
-        try:
-            with open(self.path, "rb") as file:
-                file.seek(self._offset)
-                data = file.read()
-        except FileNotFoundError:
-            return
-        found, used = decode_records(data)
-        self._offset += used
-        self.problems.add(found)
-
-
-def matcher_file_reader(cwd: Path) -> Callable[[str], str]:
-    """Reads the file an ``::add-matcher::PATH`` line names, relative to the job's folder."""
-
-    def read(path: str) -> str:
-        with open(cwd / path, "rb") as file:
-            data = file.read(MATCHER_FILE_MAX_BYTES + 1)
-        if len(data) > MATCHER_FILE_MAX_BYTES:
-            raise OSError(0, f"larger than {MATCHER_FILE_MAX_BYTES} bytes")
-        return data.decode()
-
-    return read

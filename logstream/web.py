@@ -17,24 +17,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Request, Response, request
 from quart_trio import QuartTrio
 
-from logstream import logformat, sse
+from logstream import logformat, routes, sse
+from logstream.backends.protocol import Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.config import Settings
-from logstream.joblog import Cursor, JobLog
+from logstream.errors import BadRequest, Forbidden, LogstreamError, UnsupportedMediaType
+from logstream.eventstream import EventStream
 from logstream.metrics import Metrics
-from logstream.problemlog import ProblemList
-from logstream.store import UnknownJob
-
-if TYPE_CHECKING:
-    from logstream.taskrunner import TaskRunner
+from logstream.taskrunner import TaskRunner
+from logstream.trioutil import wait_any
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -53,42 +53,18 @@ SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holdin
 BEYOND_ANY_LINE = 10**18
 
 
-class HTTPError(Exception):
-    """An answer other than 200: status and a message for the JSON body."""
+def create_app(state: AppState) -> QuartTrio:
+    """The quart-trio app serving ``state.catalog``: every route is defined here.
 
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(HTTPError):
-    """The request is malformed (a resume ID that is not a number, ...)."""
-
-    status = 400
-
-
-class NotFound(HTTPError):
-    """No such job or route."""
-
-    status = 404
-
-
-def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
-    """The quart-trio app serving ``catalog``."""
+    With ``state.tasks`` (task-runner mode) it also starts and cancels defined jobs.
+    """
+    catalog, settings, tasks = state.catalog, state.settings, state.tasks
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    state = AppState(catalog, settings)
-    app.extensions["logstream"] = state
 
-    @app.errorhandler(HTTPError)
-    async def http_error(error: HTTPError) -> Response:
-        return _json({"error": error.message}, error.status)
-
-    @app.errorhandler(UnknownJob)
-    async def unknown_job(error: UnknownJob) -> Response:
-        return _json({"error": "no such job"}, 404)
+    @app.errorhandler(LogstreamError)
+    async def domain_error(error: LogstreamError) -> Response:
+        return _json({"error": error.message}, error.error_status_hint)
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
@@ -103,10 +79,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
-            response.headers["Vary"] = "Origin"
-        return response
+        return response  # CORS headers: the ``cors.Cors`` middleware, for every answer
 
     @app.get("/")
     async def index() -> Response:
@@ -123,19 +96,19 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body = state.metrics.render(catalog, state.streams)
+        body = state.metrics.render(catalog.live_logs(), state.streams)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
-        jobs = await trio.to_thread.run_sync(_shown_jobs, catalog)
-        return _json({"jobs": jobs, "defined": state.defined_jobs()})
+        jobs = await catalog.jobs()
+        return _json({"jobs": [job_json(job) for job in jobs], "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        problems = await log.read_problems()
-        return _json({**_job_json(log), "problems": problems.shown_counts()})
+        problems = await log.read_problems()  # current also for a job another process runs
+        return _json(job_json(log.job.with_problems(problems.shown_counts())))
 
     @app.get("/api/jobs/<job_id>/problems")
     async def problems(job_id: str) -> Response:
@@ -194,23 +167,42 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         response.timeout = None
         return response
 
+    if tasks is not None:
+
+        @app.post("/api/jobs")
+        async def start_job() -> Response:
+            refuse_cross_site(request, settings.cors_origin)
+            name = defined_job_name(await _json_object())
+            handle = await tasks.start(name)
+            response = _json(job_json(handle.job), 201)
+            response.headers["Location"] = routes.job_api(handle.id)
+            return response
+
+        @app.post("/api/jobs/<job_id>/cancel")
+        async def cancel_job(job_id: str) -> Response:
+            refuse_cross_site(request, settings.cors_origin)
+            handle = await tasks.cancel(job_id)
+            return _json(job_json(handle.job), 202)
+
     return app
 
 
 class AppState:
     """What the routes share: the catalog, settings, counters and the shutdown signal."""
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: Settings, tasks: TaskRunner | None = None
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
+        #: Task-runner mode: the jobs a request may start.
+        self.tasks = tasks
         self.metrics = Metrics()
         self.streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
         #: The keep-alive scopes of event streams waiting for lines.
         self._waiting: set[trio.CancelScope] = set()
-        #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
-        self.tasks: TaskRunner | None = None
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
@@ -245,38 +237,19 @@ class AppState:
         self._streams_changed = trio.Event()
 
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        cursor = Cursor(after)
-        opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
-        problems = _ProblemCursor(after)
+        stream = EventStream(after, self.settings.retry_ms)
         while not self.shutting_down.is_set():
-            read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
-            chunk = read.chunk
-            if (
-                problems.sent_through < cursor.seq
-                and opening is None
-                and (news := problems.events(await log.read_problems(), cursor.seq))
-            ):
-                yield news  # the problems the lines sent so far completed
-            if chunk.payload:
-                prefix = b""
-                if opening is not None:
-                    prefix, opening = opening, None
-                    # The client learns when these lines were read, even mid-block.
-                    if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
-                        prefix += sse.encode_time(chunk.time_ms)
-                if read.first > cursor.seq + 1:
-                    prefix += sse.encode_gap(read.first)
-                yield prefix + chunk.payload if prefix else chunk.payload
-                cursor.seq = chunk.last
+            read = await log.read_after(stream.cursor, self.settings.stream_chunk_bytes)
+            if stream.problems_due() and (news := stream.problems(await log.read_problems())):
+                yield news  # the problems that the lines sent so far completed
+            if read.chunk.payload:
+                yield stream.chunk(read)
                 continue
-            if opening is not None:
+            if (opening := stream.opening()) is not None:
                 yield opening
-                opening = None
             # Everything the log has is sent: only now may the end follow.
-            job = log.job
-            if job.ended and cursor.seq >= log.last:
-                news = problems.events(await log.read_problems(), None)
-                yield news + sse.encode_end(job.status, job.exit_code)
+            if (end := stream.end(log.job, log.last)) is not None:
+                yield stream.problems(await log.read_problems(), all_of_them=True) + end
                 return
             # No task per wait (a nursery here cost more than the send itself under load):
             # shut_down() cancels the scopes of waiting streams directly.
@@ -285,11 +258,10 @@ class AppState:
                 if self.shutting_down.is_set():
                     waited.cancel()  # shut_down() ran during the read above: do not wait
                 try:
-                    if log.last > cursor.seq:
-                        # A newer line is known but its record is not whole on disk yet.
+                    if stream.line_pending(log.last):
                         await trio.sleep(0.05)
                     else:
-                        await log.wait_beyond(cursor.seq)
+                        await log.wait_beyond(stream.cursor.seq)
                 finally:
                     self._waiting.discard(waited)
             if waited.cancelled_caught and not self.shutting_down.is_set():
@@ -297,54 +269,21 @@ class AppState:
 
     async def stream_job_list(self) -> AsyncIterator[bytes]:
         sent: dict[str, dict[str, Any]] = {}
-        shown = await trio.to_thread.run_sync(_shown_jobs, self.catalog)
+        jobs = await self.catalog.jobs()
+        shown = [job_json(job) for job in jobs]
         sent = {str(job["id"]): job for job in shown}
         yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
         while not self.shutting_down.is_set():
             with trio.move_on_after(1.0):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
-                    await self.catalog.wait_changed()
-                    nursery.cancel_scope.cancel()
-            jobs = await trio.to_thread.run_sync(_shown_jobs, self.catalog)
+                await wait_any(self.shutting_down.wait, self.catalog.wait_changed)
+            jobs = await self.catalog.jobs()
             out = []
-            for shown_job in jobs:
-                job_id = str(shown_job["id"])
-                if sent.get(job_id) != shown_job:
-                    sent[job_id] = shown_job
+            for job in jobs:
+                shown_job = job_json(job)
+                if sent.get(job.id) != shown_job:
+                    sent[job.id] = shown_job
                     out.append(_event("job", shown_job))
             yield b"".join(out) if out else sse.KEEPALIVE
-
-
-class _ProblemCursor:
-    """Which problems an event stream has sent: those found by the lines it has sent.
-
-    A problem goes out after the line that completed it (its ``found_at``), so a stream
-    resumed after line N sends exactly the problems found after N (docs/problems.md).
-    """
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-        self.sent_through = after
-        self._index: int | None = None
-
-    def events(self, problems: ProblemList, through: int | None) -> bytes:
-        """``event: problem`` records for the problems found by lines up to ``through``
-        (``None``: all of them, at the job's end)."""
-        found = problems.found
-        if self._index is None:
-            self._index = 0
-            while self._index < len(found) and found[self._index].found_at <= self.after:
-                self._index += 1
-        out = []
-        while self._index < len(found) and (
-            through is None or found[self._index].found_at <= through
-        ):
-            out.append(_event("problem", found[self._index].problem.to_json()))
-            self._index += 1
-        if through is not None:
-            self.sent_through = through
-        return b"".join(out)
 
 
 class StreamSlot:
@@ -368,34 +307,73 @@ class StreamSlot:
         self.release()
 
 
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
-
-
 def _event(name: str, data: object) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def defined_job_name(body: dict[str, Any]) -> str:
+    """The job a start request names: ``{"name": "..."}`` and nothing else."""
+    extra = sorted(set(body) - {"name"})
+    if extra:
+        raise BadRequest(
+            f"unknown field {extra[0]!r}: a request only names a job of the jobs file; "
+            "its command, arguments, env and cwd come from that file"
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest('give the job to start as {"name": "..."}')
+    return name
+
+
+def refuse_cross_site(request: Request, cors_origin: str | None) -> None:
+    """Refuse a state-changing request another site may have sent.
+
+    Starting and cancelling change state, so besides the token (checked by ``server.Guard``
+    before routing) they are refused from other sites (CSRF): the request must say
+    ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
+    browser ask the server first, a CORS preflight that we do not grant), and when it carries
+    an ``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.."""
+    content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType("send Content-Type: application/json")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        own = f"{request.scheme}://{request.host}"
+        if origin.rstrip("/").lower() not in {own.lower(), (cors_origin or own).lower()}:
+            raise Forbidden(f"cross-origin request refused (Origin {origin[:100]!r})")
+    elif request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        raise Forbidden("cross-site request refused")
+
+
+async def _json_object() -> dict[str, Any]:
+    """The request's body: a JSON object (empty counts as ``{}``)."""
+    raw = await request.get_data(as_text=False)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
 
 
-def _shown_jobs(catalog: Catalog) -> list[dict[str, object]]:
-    """The job list as the API shows it (blocking reads of small files: call from a thread)."""
-    shown = []
-    for job in catalog.jobs():
-        try:
-            problems = catalog.problem_counts(job.id)
-        except OSError:
-            problems = {"error": 0, "warning": 0}
-        shown.append({**job.to_api(), "problems": problems})
-    return shown
-
-
-def _job_json(log: JobLog) -> dict[str, object]:
-    shown = log.job.to_api()
-    shown["lines"] = max(log.last, log.job.lines)
+def job_json(job: Job) -> dict[str, object]:
+    """The job as the HTTP API shows it (without the runner's process ID and folder)."""
+    shown = asdict(job)
+    del shown["pid"], shown["cwd"]
+    shown["command"] = list(job.command)
+    if job.meta:
+        shown["meta"] = dict(job.meta)
+    else:
+        del shown["meta"]
+    shown["url"] = routes.job_page(job.id)
+    shown["problems"] = {
+        severity: job.problems.get(severity, 0) for severity in ("error", "warning")
+    }
     return shown
 
 
@@ -413,8 +391,8 @@ def _number(value: str | None, name: str) -> int | None:
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     digits = value.lstrip("0")
-    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
-    # beyond every line there will ever be.
+    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any
+    # value this long is beyond every line there will ever be.
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
@@ -442,7 +420,7 @@ async def _plain_text(log: JobLog) -> AsyncIterator[bytes]:
         if not read.chunk.payload:
             return
         yield logformat.plain_text(read.chunk.payload)
-        cursor.seq = read.chunk.last
+        cursor = read.next
 
 
 async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, object]:
@@ -466,7 +444,7 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             lines.append(line)
         end_seq = lines[-1][0] if lines else chunk.last
         times += [t for t in logformat.iter_times(chunk.payload, chunk.last + 1) if t[0] <= end_seq]
-        cursor.seq = end_seq
+        cursor = read.next if end_seq == chunk.last else Cursor(end_seq)
     return {
         "lines": lines,
         "times": times,
@@ -487,7 +465,7 @@ async def _search(log: JobLog, query: str, limit: int) -> tuple[list[int], bool]
         chunk = read.chunk
         if not chunk.payload:
             return matches, False
-        cursor.seq = chunk.last
+        cursor = read.next
         found = await trio.to_thread.run_sync(
             logformat.search_lines, chunk.payload, needle, limit - len(matches)
         )

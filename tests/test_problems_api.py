@@ -162,7 +162,7 @@ async def test_a_huge_log_s_problems_are_not_found_by_rereading_it(server: Serve
     log.append(["src/last.c:9:1: warning: last"])
     log.finish("failed", 1)
     await log.wait_closed()
-    (Path(log.path) / "log").write_bytes(b"")  # the log is not read to answer
+    (server.data_dir.job_path(log.job.id) / "log").write_bytes(b"")  # the log is not read
     async with httpx.AsyncClient(base_url=server.url) as client:
         problems = (await client.get(f"/api/jobs/{log.job.id}/problems")).json()["problems"]
     assert [(p["line"], p["title"]) for p in problems] == [(1, "first"), (200_002, "last")]
