@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -24,12 +23,9 @@ from pathlib import Path
 
 import trio
 
-from logstream.backends.datadir import DataDirBackend
-from logstream.joblog import LiveLog
-from logstream.jobspec import JobSpec
+from benchmarks.ingest_nodisk import ingest
 from logstream.lines import LineSplitter
 from logstream.problems import Detector, Problem
-from logstream.runner import JobRunner
 
 PRODUCER = r"""
 import sys
@@ -71,25 +67,6 @@ class NullDetector(Detector):
         return []
 
 
-async def ingest(command: list[str], detect: bool, directory: Path) -> dict[str, float]:
-    writer = await DataDirBackend(directory).create_job("bench", command)
-    log = LiveLog(writer)
-    if not detect:
-        log.detector = NullDetector()
-    runner = JobRunner(log, JobSpec(tuple(command), "bench", tee=False))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run_writer)
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        await runner.run()
-        await log.wait_closed()
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    found = sum(log.problems.counts.values())
-    return {"lines": log.last, "problems": found, "wall_s": wall, "cpu_s": cpu}
-
-
 def detector_alone(script: Path, lines: int, every: int) -> dict[str, float]:
     import subprocess
 
@@ -122,7 +99,9 @@ def main() -> None:
             for detect in (run % 2 == 0, run % 2 == 1):
                 job_dir = Path(directory) / f"job-{run}-{detect}"
                 job_dir.mkdir()
-                result = trio.run(ingest, command, detect, job_dir)
+                result = trio.run(
+                    ingest, command, True, job_dir, None if detect else NullDetector()
+                )
                 result["detect"] = detect
                 print(json.dumps(result), flush=True)
                 results[detect].append(result)
