@@ -27,6 +27,8 @@ from logstream.backends.datadir import DataDirBackend
 from logstream.backends.protocol import Job, JobLog, JobWriter
 from logstream.joblog import LiveLog
 from logstream.jobspec import JobSpec
+from logstream.problemlog import Found
+from logstream.problems import Detector
 from logstream.ring import Block
 from logstream.runner import JobRunner
 
@@ -43,6 +45,9 @@ class NullWriter:
         self.last_stored = blocks[-1].last if blocks else self.last_stored
         return self.last_stored
 
+    async def append_problems(self, found: Sequence[Found]) -> None:
+        pass
+
     async def finish(self, job: Job) -> None:
         self.job = job
 
@@ -53,13 +58,18 @@ class NullWriter:
         raise NotImplementedError("nothing is stored")
 
 
-async def ingest(command: list[str], disk: bool, directory: Path) -> dict[str, float]:
+async def ingest(
+    command: list[str], disk: bool, directory: Path, detector: Detector | None = None
+) -> dict[str, float]:
+    """One run; ``detector`` replaces the log's problem detector (``problems_cost``)."""
     writer: JobWriter
     if disk:
         writer = await DataDirBackend(directory).create_job("bench", command)
     else:
         writer = NullWriter(Job(id="bench", name="bench", command=command))
     log = LiveLog(writer)
+    if detector is not None:
+        log.detector = detector
     runner = JobRunner(log, JobSpec(tuple(command), "bench", tee=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run_writer)
@@ -70,7 +80,8 @@ async def ingest(command: list[str], disk: bool, directory: Path) -> dict[str, f
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return {"lines": log.last, "wall_s": wall, "cpu_s": cpu}
+    problems = sum(log.problems.counts.values())
+    return {"lines": log.last, "problems": problems, "wall_s": wall, "cpu_s": cpu}
 
 
 def main() -> None:

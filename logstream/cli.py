@@ -30,6 +30,7 @@ from logstream.config import DEFAULT_PORT, Settings
 from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
 from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
+from logstream.matchers import Matcher, MatcherError, parse_matchers
 from logstream.reconnect import FIRST_CONTACT_S
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url
@@ -105,6 +106,14 @@ def server_options(function: F) -> F:
             "[env var: LOGSTREAM_MASK, comma-separated]",
         ),
         click.option(
+            "--matchers",
+            "matcher_files",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Problem matchers in GitHub's JSON format for every job (repeatable).",
+        ),
+        click.option(
             "--max-streams",
             type=click.IntRange(min=1),
             default=None,
@@ -163,10 +172,13 @@ data_dir_option = click.option(
 
 
 def make_settings(options: dict[str, Any]) -> Settings:
+    matchers = _read_matchers(options.pop("matcher_files", ()))
     masks = list(options.pop("masks", ()))
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
-    settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
+    settings = Settings(
+        data_dir=Path(data_dir), masks=tuple(masks), matchers=tuple(matchers), **options
+    )
     try:
         socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
@@ -180,6 +192,17 @@ def make_settings(options: dict[str, Any]) -> Settings:
             "anyone who can connect"
         ) from None
     return settings
+
+
+def _read_matchers(paths: tuple[Path, ...]) -> list[Matcher]:
+    matchers: list[Matcher] = []
+    for path in paths:
+        try:
+            matchers += parse_matchers(path.read_text())
+        except (OSError, UnicodeDecodeError, MatcherError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise UsageError(f"--matchers {path}: {reason}") from None
+    return matchers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

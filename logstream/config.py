@@ -8,6 +8,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from logstream.matchers import Matcher
 from logstream.ring import DEFAULT_RING_LINES
 
 DEFAULT_PORT = 8765
@@ -27,6 +28,8 @@ class Settings:
     runner_timeout_s: float = 120.0
     no_auth: bool = False
     masks: tuple[str, ...] = ()
+    #: Problem matchers every job starts with (``--matchers FILE``), before the built-in ones.
+    matchers: tuple[Matcher, ...] = ()
     max_streams: int | None = None
     cors_origin: str | None = None
     certfile: Path | None = None

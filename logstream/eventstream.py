@@ -7,14 +7,20 @@ A stream owns a cursor (the last line its client has) and sends, in this order: 
 the cursor as the log returns them, a ``gap`` event before a chunk that does not start at the
 next line (those lines are gone), and the ``end`` event only once everything the log has is
 sent and the job has ended. The first chunk gets a time mark when it does not start with one,
-so the client learns when its first lines were read even mid-block. No I/O: the async loop in
+so the client learns when its first lines were read even mid-block. A problem found in the log
+goes out as ``event: problem`` after the line that completed it (its ``found_at``): a stream
+resumed after line N sends exactly the problems completed after N; at the end, before ``end``,
+the rest (a traceback the job's end cut short). No I/O: the async loop in
 ``web`` reads, waits, and sends what this object returns.
 """
 
 from __future__ import annotations
 
+import json
+
 from logstream import sse
 from logstream.backends.protocol import Cursor, Job, Read
+from logstream.problemlog import ProblemList
 
 
 class EventStream:
@@ -23,6 +29,35 @@ class EventStream:
     def __init__(self, after: int, retry_ms: int) -> None:
         self.cursor = Cursor(after)
         self._opening: bytes | None = sse.encode_retry(retry_ms)
+        self._after = after
+        self._problems_sent: int | None = None  # how many of the job's problems, in found order
+        self._problems_through = after
+
+    def problems_due(self) -> bool:
+        """Whether lines were sent since problems were last looked at."""
+        return self._opening is None and self._problems_through < self.cursor.seq
+
+    def problems(self, found: ProblemList, *, all_of_them: bool = False) -> bytes:
+        """``event: problem`` records for the problems the lines sent so far completed (with
+        ``all_of_them``: every one not sent yet, for the job's end)."""
+        items = found.found
+        if self._problems_sent is None:
+            self._problems_sent = 0
+            while (
+                self._problems_sent < len(items)
+                and items[self._problems_sent].found_at <= self._after
+            ):
+                self._problems_sent += 1
+        through = self.cursor.seq
+        out = []
+        while self._problems_sent < len(items) and (
+            all_of_them or items[self._problems_sent].found_at <= through
+        ):
+            data = json.dumps(items[self._problems_sent].problem.to_json())
+            out.append(f"event: problem\ndata: {data}\n\n".encode())
+            self._problems_sent += 1
+        self._problems_through = through
+        return b"".join(out)
 
     def chunk(self, read: Read) -> bytes:
         """The bytes to send for a read that found records; the cursor moves past them."""

@@ -41,6 +41,8 @@ class Job:
     #: tokens), so that only that token may append to it. ``None``: a job this machine runs,
     #: which no runner may touch. Not shown by the API.
     owner: str | None = None
+    #: Errors and warnings found so far (docs/problems.md): ``{"error": n, "warning": n}``.
+    problems: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Callers may pass a list; the snapshot must not change under its readers.
@@ -53,6 +55,9 @@ class Job:
     def with_lines(self, lines: int) -> Job:
         return self if lines == self.lines else replace(self, lines=lines)
 
+    def with_problems(self, counts: Mapping[str, int]) -> Job:
+        return self if counts == self.problems else replace(self, problems=dict(counts))
+
     def ending(self, status: str, exit_code: int | None) -> Job:
         """This job as it ended now."""
         return replace(self, status=status, exit_code=exit_code, finished_at=utc_now())
@@ -61,6 +66,7 @@ class Job:
         stored = asdict(self)
         stored["command"] = list(self.command)
         stored["meta"] = dict(self.meta)
+        stored["problems"] = dict(self.problems)
         return json.dumps(stored, indent=1).encode()
 
     @classmethod

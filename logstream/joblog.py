@@ -26,9 +26,11 @@ from typing import Any
 
 import trio
 
-from logstream import sse
+from logstream import logformat, sse
 from logstream.backends.protocol import Cursor, Job, JobLog, JobWriter, Read
 from logstream.errors import StorageError
+from logstream.problemlog import Found, ProblemList
+from logstream.problems import Detector, Problem
 from logstream.ring import DEFAULT_RING_LINES, Block, Ring
 
 FLUSH_INTERVAL_S = 0.2
@@ -71,10 +73,15 @@ class LiveLog:
         self._last_mark_ms = 0
         self._ended = False
         self._released = False
+        #: Finds problems in each block as it is appended (on the event loop: it is cheap).
+        #: Replace it before the first line to give project matchers (``launch.create_job``).
+        self.detector = Detector()
+        self.problems = ProblemList()
+        self._unwritten_problems: list[Found] = []
 
     @property
     def job(self) -> Job:
-        return self._job.with_lines(self.ring.last)
+        return self._job.with_lines(self.ring.last).with_problems(self.problems.shown_counts())
 
     @property
     def last(self) -> int:
@@ -103,7 +110,9 @@ class LiveLog:
         if now_ms - self._last_mark_ms >= TIME_MARK_EVERY_MS:
             payload = sse.encode_time(now_ms) + payload
             self._last_mark_ms = now_ms
-        self._add(Block(first, first + len(lines) - 1, payload, now_ms))
+        block = Block(first, first + len(lines) - 1, payload, now_ms)
+        self._found(self.detector.feed(first, lines, stderr=stderr), block.last)
+        self._add(block)
 
     def append_block(self, block: Block) -> int:
         """Add lines numbered by their sender; returns the last line the log has.
@@ -116,7 +125,21 @@ class LiveLog:
             return self.ring.last
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
-        self._add(block.after(expected - 1))
+        block = block.after(expected - 1)
+        # Numbered elsewhere (a remote runner): its lines are read back from the records, one
+        # stream's run at a time, as the runner would have fed them.
+        run: list[str] = []
+        run_first, run_stderr = block.first, False
+        for seq, stream, text in logformat.iter_lines(block.payload):
+            if run and (stream == "e") != run_stderr:
+                self._found(self.detector.feed(run_first, run, stderr=run_stderr), seq - 1)
+                run = []
+            if not run:
+                run_first, run_stderr = seq, stream == "e"
+            run.append(text)
+        if run:
+            self._found(self.detector.feed(run_first, run, stderr=run_stderr), block.last)
+        self._add(block)
         return self.ring.last
 
     def _add(self, block: Block) -> None:
@@ -137,10 +160,20 @@ class LiveLog:
 
     def finish(self, status: str, exit_code: int | None) -> None:
         """The job ended: no more lines. The writer task records the end and stops."""
+        self._found(self.detector.flush(), self.ring.last)
         self._job = self._job.ending(status, exit_code)
         self._ended = True
         self._queued.set()
         self._changed.set()
+
+    def _found(self, problems: list[Problem], block_last: int) -> None:
+        if problems:
+            found = [Found(problem, problem.found_at or block_last) for problem in problems]
+            self.problems.add(found)
+            self._unwritten_problems.extend(found)
+
+    async def read_problems(self) -> ProblemList:
+        return self.problems
 
     async def wait_writable(self) -> None:
         """Wait while the backend is far behind: the command's only backpressure.
@@ -177,6 +210,7 @@ class LiveLog:
                         await self._changed.wait()
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
+            await self._write_problems()
             if blocks:
                 sync = trio.current_time() >= next_sync
                 if sync:
@@ -191,12 +225,20 @@ class LiveLog:
             if self._stopping and not self._pending:
                 break
         with trio.CancelScope(shield=True):
+            await self._write_problems()
             if self._ended:
                 await self._write(self._writer.finish(self.job))
             else:
                 await self._write(self._writer.release())
         self._closed.set()
         self._persisted.set()  # nobody waits for a writer that is gone
+
+    async def _write_problems(self) -> None:
+        """Problems go to the backend before the lines that found them (docs/problems.md)."""
+        found, self._unwritten_problems = self._unwritten_problems, []
+        if found and self.write_error is None:
+            with trio.CancelScope(shield=True):
+                await self._write(self._writer.append_problems(found))
 
     async def _write(self, write: Awaitable[Any]) -> None:
         """Await a backend write; the first failure stops writing this job's lines.

@@ -16,6 +16,7 @@ from typing import Any
 
 from logstream.config import Settings
 from logstream.mask import Masker
+from logstream.matchers import Matcher
 from logstream.ring import DEFAULT_RING_LINES
 
 #: Between the stop signal and SIGKILL.
@@ -57,6 +58,8 @@ class JobSpec:
     meta: Mapping[str, Any] = field(default_factory=dict)
     #: The job's ID when the caller chose it (a remote runner); else the backend makes one.
     job_id: str | None = None
+    #: Problem matchers the job starts with, before the built-in rules (docs/problems.md).
+    matchers: tuple[Matcher, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -85,5 +88,5 @@ class JobSpec:
             env=env,
             masker=Masker.from_env(settings.masks, environ),
             ring_lines=settings.ring_lines,
-            **options,
+            **{"matchers": settings.matchers, **options},
         )

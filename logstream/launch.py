@@ -22,6 +22,8 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
@@ -29,6 +31,7 @@ from logstream.catalog import Catalog
 from logstream.job import Job
 from logstream.joblog import LiveLog
 from logstream.jobspec import GRACE_S, JobSpec
+from logstream.problems import Detector
 from logstream.runner import JobRunner, RunOutcome
 
 
@@ -123,6 +126,8 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
     )
     try:
         log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
+        read_file = matcher_file_reader(spec.cwd or Path.cwd())
+        log.detector = Detector(spec.matchers, read_file=read_file)
         runner = JobRunner(log, spec)
         catalog.add_live(log)
         await nursery.start(log.run_writer)
@@ -210,3 +215,22 @@ def _say_on_stderr(message: str) -> None:
     with contextlib.suppress(OSError):
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
+
+
+MATCHER_FILE_MAX_BYTES = 1 << 20
+
+
+def matcher_file_reader(cwd: Path) -> Callable[[str], str]:
+    """Reads the file an ``::add-matcher::PATH`` line names, relative to the job's folder.
+
+    Blocking, on the event loop: matcher files are small (at most 1 MiB) and rare.
+    """
+
+    def read(path: str) -> str:
+        with open(cwd / path, "rb") as file:
+            data = file.read(MATCHER_FILE_MAX_BYTES + 1)
+        if len(data) > MATCHER_FILE_MAX_BYTES:
+            raise OSError(0, f"larger than {MATCHER_FILE_MAX_BYTES} bytes")
+        return data.decode()
+
+    return read

@@ -28,6 +28,12 @@ class Masker:
         """A masker that also hides ``values`` (a token the command must never show)."""
         return Masker([*self._values, *values])
 
+    def add(self, value: str) -> None:
+        """Mask ``value`` too from now on (a job's ``::add-mask::VALUE`` line)."""
+        parts = {part for part in value.split("\n") if part.strip()} - set(self._values)
+        if parts:
+            self._values = sorted([*self._values, *parts], key=len, reverse=True)
+
     def __bool__(self) -> bool:
         return bool(self._values)
 

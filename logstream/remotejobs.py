@@ -37,6 +37,7 @@ from logstream.errors import Conflict as StateConflict
 from logstream.errors import JobExists, StorageError, UnknownJob
 from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, RemoteJobSpec
 from logstream.joblog import LiveLog
+from logstream.problemlog import ProblemList
 from logstream.ring import DEFAULT_RING_LINES, Block
 
 RESTORE_NEWEST_JOBS = 500
@@ -87,6 +88,12 @@ class RemoteLog:
     async def refresh(self, max_age_s: float = 0.0) -> None:
         if self.live is None and self.stored is not None:
             await self.stored.refresh(max_age_s)
+
+    async def read_problems(self) -> ProblemList:
+        if self.live is not None:
+            return await self.live.read_problems()
+        assert self.stored is not None
+        return await self.stored.read_problems()
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         if self.live is not None:

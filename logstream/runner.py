@@ -52,6 +52,7 @@ from logstream.fdio import write_all
 from logstream.joblog import LiveLog
 from logstream.jobspec import JobSpec
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
+from logstream.workflow import add_mask_value
 
 READ_BYTES = 64 * 1024
 TEE_BUFFER_BYTES = 1 << 20  # beyond this a slow terminal slows the command, as without us
@@ -258,9 +259,7 @@ class JobRunner:
                         del streams[fd]
                         self._flush(stream)
                         continue
-                    self.log.append(
-                        self.spec.masker.apply(stream.splitter.feed(chunk)), stderr=stream.stderr
-                    )
+                    self.log.append(self._masked(stream.splitter.feed(chunk)), stderr=stream.stderr)
                     await self.log.wait_writable()
                     if stream.tee is not None:
                         stream.tee.put(chunk)
@@ -275,7 +274,25 @@ class JobRunner:
         done.set()
 
     def _flush(self, stream: _Stream) -> None:
-        self.log.append(self.spec.masker.apply(stream.splitter.flush()), stderr=stream.stderr)
+        self.log.append(self._masked(stream.splitter.flush()), stderr=stream.stderr)
+
+    def _masked(self, lines: list[str]) -> list[str]:
+        """The lines masked; ``::add-mask::VALUE`` masks VALUE in itself and every later line.
+
+        As on GitHub Actions: a job can hide a secret it computes (a token it fetched) before
+        printing it. Lines of either stream read after it are masked.
+        """
+        masker = self.spec.masker
+        if not lines or "::add-mask::" not in "\n".join(lines):
+            return masker.apply(lines)
+        masked: list[str] = []
+        start = 0
+        for n, line in enumerate(lines):
+            if (value := add_mask_value(line)) is not None:
+                masked += masker.apply(lines[start:n])
+                masker.add(value)
+                start = n
+        return masked + masker.apply(lines[start:])
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""

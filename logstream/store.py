@@ -29,6 +29,7 @@ from logstream import logformat, sse
 from logstream.errors import BadRequest, JobExists, UnknownJob
 from logstream.fdio import write_all
 from logstream.job import Job
+from logstream.problemlog import PROBLEMS_FILE, Found, ProblemList, decode_records
 from logstream.ring import Block, Chunk
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -425,3 +426,35 @@ class LogReader:
                 self._seqs.append(entry[0])
                 self._entries.append(entry)
         self._index_bytes += whole
+
+
+def append_problems(job_path: Path, found: list[Found]) -> None:
+    """Append problem records to the job's ``problems`` file (docs/data-dir.md)."""
+    data = b"".join(item.to_record() for item in found)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(job_path / PROBLEMS_FILE, flags, 0o600)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+class ProblemReader:
+    """Follows a job's ``problems`` file that another process may still be writing."""
+
+    def __init__(self, job_path: Path) -> None:
+        self.path = job_path / PROBLEMS_FILE
+        self.problems = ProblemList()
+        self._offset = 0
+
+    def read_new(self) -> None:
+        """Add the whole records appended since the last call."""
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(self._offset)
+                data = file.read()
+        except FileNotFoundError:
+            return
+        found, used = decode_records(data)
+        self._offset += used
+        self.problems.add(found)

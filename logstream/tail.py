@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
@@ -249,6 +249,8 @@ class Tail:
                 ended = await self._stream(client, stop_at)
                 if ended is None:
                     return 0  # --no-follow: printed everything that existed
+                if ended.status != "succeeded":
+                    await self._summarize_problems(client)
                 self.output.flush()
                 return exit_status(ended.status, ended.exit_code)
             except (_Dropped, httpx.TransportError) as error:
@@ -266,6 +268,17 @@ class Tail:
             if retry.give_up:
                 raise TailError(retry.give_up, EXIT_UNAVAILABLE)
             await trio.sleep(retry.delay_s)
+
+    async def _summarize_problems(self, client: httpx.AsyncClient) -> None:
+        """A failed job: say where it failed (best effort: a server without problems is fine)."""
+        try:
+            response = await client.get(f"{self.target.job_url}/problems")
+            problems = response.json()["problems"] if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return
+        page = f"{self.target.base}/jobs/{self.target.job_id}"
+        for line in problem_summary(problems, page):
+            self.output.notice(line)
 
     async def _stream(self, client: httpx.AsyncClient, stop_at: int | None) -> _Ended | None:
         """One connection: print lines until the end (returned), ``stop_at``, or a drop."""
@@ -358,6 +371,33 @@ class Tail:
         if status == 400:
             raise TailError(f"the server refused the request: {message}", EXIT_USAGE)
         raise TailError(f"unexpected answer HTTP {status}: {message}", EXIT_UNAVAILABLE)
+
+
+def problem_summary(problems: list[dict[str, Any]], page_url: str, shown: int = 5) -> list[str]:
+    """A few lines saying where a failed job failed: counts, then its first errors (else
+    warnings), each with its line's URL."""
+    counts = {severity: 0 for severity in ("error", "warning")}
+    for problem in problems:
+        if problem.get("severity") in counts:
+            counts[problem["severity"]] += 1
+    if not any(counts.values()):
+        return []
+    worst = "error" if counts["error"] else "warning"
+    first = [p for p in problems if p.get("severity") == worst][:shown]
+    plural = {"error": "errors", "warning": "warnings"}
+    said = ", ".join(
+        f"{n} {severity if n == 1 else plural[severity]}" for severity, n in counts.items() if n
+    )
+    lines = [f"{said}; the first:" if len(first) > 1 else f"{said}:"]
+    for problem in first:
+        where = ""
+        if problem.get("file"):
+            where = f" ({problem['file']}"
+            where += f":{problem['line_in_file']})" if problem.get("line_in_file") else ")"
+        lines.append(
+            f"  line {problem['line']}: {problem['title']}{where}  {page_url}#L{problem['line']}"
+        )
+    return lines
 
 
 def _int_or_none(value: object) -> int | None:

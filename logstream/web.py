@@ -123,9 +123,16 @@ def create_app(state: AppState) -> QuartTrio:
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        shown = job_json(log.job)
+        problems = await log.read_problems()  # current also for a job another process runs
+        shown = job_json(log.job.with_problems(problems.shown_counts()))
         shown["cancellable"] = state.cancellable(log.job.id, log.job.ended)
         return _json(shown)
+
+    @app.get("/api/jobs/<job_id>/problems")
+    async def problems(job_id: str) -> Response:
+        log = await catalog.get(job_id)
+        found = await log.read_problems()
+        return _json({"problems": found.in_line_order()})
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -257,6 +264,8 @@ class AppState:
         stream = EventStream(after, self.settings.retry_ms)
         while not self.shutting_down.is_set():
             read = await log.read_after(stream.cursor, self.settings.stream_chunk_bytes)
+            if stream.problems_due() and (news := stream.problems(await log.read_problems())):
+                yield news  # the problems that the lines sent so far completed
             if read.chunk.payload:
                 yield stream.chunk(read)
                 continue
@@ -264,7 +273,7 @@ class AppState:
                 yield opening
             # Everything the log has is sent: only now may the end follow.
             if (end := stream.end(log.job, log.last)) is not None:
-                yield end
+                yield stream.problems(await log.read_problems(), all_of_them=True) + end
                 return
             # No task per wait (a nursery here cost more than the send itself under load):
             # shut_down() cancels the scopes of waiting streams directly.
@@ -391,6 +400,9 @@ def job_json(job: Job) -> dict[str, object]:
     else:
         del shown["meta"]
     shown["url"] = routes.job_page(job.id)
+    shown["problems"] = {
+        severity: job.problems.get(severity, 0) for severity in ("error", "warning")
+    }
     return shown
 
 

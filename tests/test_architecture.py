@@ -28,6 +28,10 @@ PURE = {
     "cimeta",
     "reconnect",
     "eventstream",
+    "problems",
+    "matchers",
+    "workflow",
+    "problemlog",
 }
 
 

@@ -14,6 +14,7 @@ import trio.testing
 from logstream import ingest, sse
 from logstream.backends.protocol import Cursor, Read
 from logstream.job import Job
+from logstream.problemlog import ProblemList
 from logstream.remote import HEARTBEAT_S, Gap, Uploader, UploadFailed
 from logstream.ring import Block, Ring
 from logstream.upload import INITIAL_DELAY_S, MAX_DELAY_S, Backoff, Step, Trouble, UploadState
@@ -97,6 +98,9 @@ class MemoryLog:
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    async def read_problems(self) -> ProblemList:
+        return ProblemList()
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
         chunk = self.ring.read_after(cursor.seq, max_bytes)

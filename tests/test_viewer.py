@@ -766,7 +766,7 @@ def test_job_list_has_headers_and_shows_a_command_once_on_one_line(
     page.goto(serve.base + "/")
     expect(page.locator("#jobs-head")).to_be_visible()
     expect(page.locator("#jobs-head span")).to_have_text(
-        ["Status", "Job", "Command", "Started", "Duration", "Exit", ""]
+        ["Status", "Problems", "Job", "Command", "Started", "Duration", "Exit", ""]
     )
     unnamed_row = page.locator(f'.job[data-id="{unnamed}"]')
     expect(unnamed_row.locator(".job-name")).to_have_text(

@@ -34,8 +34,9 @@ from logstream import sse, store
 from logstream.backends.protocol import Cursor, Job, JobLog, Read
 from logstream.errors import Conflict, StorageError, UnknownJob
 from logstream.job import utc_now
+from logstream.problemlog import Found, ProblemList
 from logstream.ring import Block
-from logstream.store import DataDir, LogReader, LogWriter
+from logstream.store import DataDir, LogReader, LogWriter, ProblemReader
 
 POLL_INTERVAL_S = 0.1
 #: How often ``wait_changed`` returns: the data directory cannot notify, so job lists poll.
@@ -200,6 +201,11 @@ class DataDirWriter:
         self._last_stored = new[-1].last
         return self._last_stored
 
+    async def append_problems(self, found: Sequence[Found]) -> None:
+        if self._broken or self._writer is None:
+            raise StorageError(f"the problems of job {self._job.id} can no longer be written")
+        await trio.to_thread.run_sync(store.append_problems, self.path, list(found))
+
     async def finish(self, job: Job) -> None:
         """Append the end record (unless a write failed), rewrite ``job.json``, unlock.
 
@@ -283,6 +289,9 @@ class FileLog:
         self._end: tuple[str, int | None] | None = None
         self._read_started_at = -float("inf")  # trio time at which the last done read began
         self._reading: trio.Event | None = None
+        self._problems = ProblemReader(self.path)
+        self._problems_lock = trio.Lock()
+        self._problems_final = False
 
     @classmethod
     async def open(cls, data_dir: DataDir, job_id: str) -> FileLog:
@@ -339,6 +348,15 @@ class FileLog:
 
     def _exists(self) -> bool:
         return (self.path / "job.json").exists()
+
+    async def read_problems(self) -> ProblemList:
+        async with self._problems_lock:
+            if not self._problems_final:
+                # Once the end is known, one more read finds every record: none come later.
+                final = self._job.ended
+                await trio.to_thread.run_sync(self._problems.read_new)
+                self._problems_final = final
+        return self._problems.problems
 
     async def wait_beyond(self, seq: int) -> None:
         # Every stream of the job polls, but they share one read per POLL_INTERVAL_S.

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from logstream.job import Job
+from logstream.problemlog import Found, ProblemList
 from logstream.ring import Block, Chunk
 
 __all__ = ["Backend", "Cursor", "Job", "JobLog", "JobWriter", "Position", "Read"]
@@ -95,6 +96,10 @@ class JobLog(Protocol):
         """Return once a line after ``seq`` exists or the job ended (may return early)."""
         ...
 
+    async def read_problems(self) -> ProblemList:
+        """The job's problems stored so far, in the order they were found (docs/problems.md)."""
+        ...
+
 
 class JobWriter(Protocol):
     """The single writer of one job's lines and state."""
@@ -117,6 +122,11 @@ class JobWriter(Protocol):
         the lines must survive a power loss when this returns; without, a crash of this
         process must not lose them.
         """
+        ...
+
+    async def append_problems(self, found: Sequence[Found]) -> None:
+        """Store problems found in the job's lines; called before the blocks holding the lines
+        that completed them are appended, so a reader that has a line has its problems."""
         ...
 
     async def finish(self, job: Job) -> None:

@@ -40,6 +40,8 @@ function renderJobs() {
       rows.set(job.id, row);
     }
     fillRow(row, job);
+    fillProblems(row, job);
+    row.hidden = !matchesFilter(job);
     const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
     if (wanted !== row) (previous ? previous.after(row) : list.prepend(row));
     previous = row;
@@ -55,6 +57,7 @@ function buildRow(job) {
   link.href = job.url || `/jobs/${encodeURIComponent(job.id)}`;
   row.append(
     el("span", "status"),
+    el("span", "problem-counts"),
     link,
     el("code", "command"),
     el("span", "started"),
@@ -114,6 +117,53 @@ function nameIsTheCommand(job) {
   const forms = [argv.map(quote).join(" "), argv.join(" ")].map((form) => form.slice(0, 200));
   if (argv.length === 3 && argv[0] === "/bin/sh" && argv[1] === "-c") forms.push(argv[2].slice(0, 200));
   return forms.includes(job.name);
+}
+
+// ---- problem counts and the filter -------------------------------------------------------------
+
+/** The job's error and warning counts, as small badges after its status. */
+function fillProblems(row, job) {
+  let badges = row.querySelector(".problem-counts");
+  if (!badges) {
+    badges = el("span", "problem-counts");
+    row.querySelector(".status").after(badges);
+  }
+  const counts = job.problems ?? {};
+  const shown = [];
+  for (const [severity, icon] of [["error", "✖"], ["warning", "⚠"]]) {
+    const n = counts[severity] ?? 0;
+    if (n) shown.push([severity, icon, n]);
+  }
+  const key = JSON.stringify(shown);
+  if (badges.dataset.key === key) return;
+  badges.dataset.key = key;
+  badges.replaceChildren(
+    ...shown.map(([severity, icon, n]) => {
+      const badge = el("span", `badge an-${severity}`, `${icon} ${n}`);
+      badge.title = `${n} ${severity}${n === 1 ? "" : "s"}`;
+      return badge;
+    }),
+  );
+}
+
+const filter = { text: "", status: "" };
+
+function matchesFilter(job) {
+  if (filter.status && job.status !== filter.status) return false;
+  if (!filter.text) return true;
+  const haystack = `${job.name ?? ""} ${commandText(job.command)} ${job.id}`.toLowerCase();
+  return haystack.includes(filter.text);
+}
+
+function setUpFilter() {
+  const apply = () => {
+    filter.text = $("filter-text").value.trim().toLowerCase();
+    filter.status = $("filter-status").value;
+    renderJobs();
+  };
+  $("filter-text").addEventListener("input", apply);
+  $("filter-status").addEventListener("change", apply);
+  $("job-filter").addEventListener("submit", (event) => event.preventDefault());
 }
 
 function renderDefined() {
@@ -228,6 +278,7 @@ function connect() {
 }
 
 async function start() {
+  setUpFilter();
   try {
     const listing = await getJson("/api/jobs");
     defined = listing.defined ?? [];
