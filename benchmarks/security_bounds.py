@@ -76,7 +76,8 @@ async def lines(root: Path, work: Path) -> str:
 
 async def events(root: Path, work: Path, streams: int = 100, jobs: int = 406) -> str:
     sys.path.insert(0, str(root))
-    from logstream.store import DataDir, Job, write_job
+    from logstream.job import Job
+    from logstream.store import DataDir, write_job
 
     data = DataDir(work / "events")
     data.create()

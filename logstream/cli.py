@@ -12,27 +12,35 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import trio
 from click.core import ParameterSource
 
-from logstream import api
+from logstream import api, remote, routes
 from logstream import tail as tail_module
-from logstream.catalog import Catalog
-from logstream.config import DEFAULT_MAX_STREAMS, Settings, is_loopback
+from logstream.announce import announce_server, running_server_url
+from logstream.backends.protocol import Backend
+from logstream.config import DEFAULT_MAX_STREAMS, DEFAULT_PORT, Settings
+from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
-from logstream.launch import create_job
+from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
+from logstream.matchers import Matcher, MatcherError, parse_matchers
+from logstream.reconnect import FIRST_CONTACT_S
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.server import PortInUse, bind_socket, format_url, serve_http
+from logstream.server import PortInUse, bind_socket, format_url
 from logstream.store import DataDir, default_data_dir
-from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
-END_WAIT_S = 5.0
+#: After a first signal, viewers get the end until this long after it (the job is killed after
+#: ``GRACE_S``); stopping the server takes at most ``graceful_timeout_s`` + 1 more (4 s), so
+#: ``run`` exits within 15 s of the signal.
+SIGNALLED_EXIT_S = GRACE_S + 1
 
 
 def say(message: str) -> None:
@@ -61,14 +69,16 @@ def server_options(function: F) -> F:
             "--port",
             type=click.IntRange(0, 65535),
             default=None,
-            help="Port (default 8765, or a free port when 8765 is taken; 0: any).",
+            help="Port; 0: any free port. [default: 8765, or a free port when 8765 is taken]",
         ),
         click.option(
             "--data-dir",
             type=click.Path(path_type=Path),
             envvar="LOGSTREAM_DATA_DIR",
+            show_envvar=True,
             default=None,
-            help="Where logs are kept [default: $XDG_STATE_HOME/logstream].",
+            help="Where logs are kept. [default: $XDG_STATE_HOME/logstream, i.e. "
+            "~/.local/state/logstream]",
         ),
         click.option(
             "--ring-lines",
@@ -80,6 +90,7 @@ def server_options(function: F) -> F:
         click.option(
             "--token",
             envvar="LOGSTREAM_TOKEN",
+            show_envvar=True,
             default=None,
             help="Require this token (Bearer header, ?token= or cookie). Prefer "
             "LOGSTREAM_TOKEN or --token-file: other local users can read a command line.",
@@ -106,8 +117,16 @@ def server_options(function: F) -> F:
             "masks",
             multiple=True,
             metavar="VAR",
-            help="Replace this environment variable's value by *** (repeatable; "
-            "also LOGSTREAM_MASK=A,B).",
+            help="Replace this environment variable's value by *** (repeatable). "
+            "[env var: LOGSTREAM_MASK, comma-separated]",
+        ),
+        click.option(
+            "--matchers",
+            "matcher_files",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Problem matchers in GitHub's JSON format for every job (repeatable).",
         ),
         click.option(
             "--max-streams",
@@ -145,19 +164,64 @@ def server_options(function: F) -> F:
     return function
 
 
+def upload_timeout_option(help_text: str) -> Callable[[F], F]:
+    """``--upload-timeout SECONDS`` of ``run --server`` and ``push``."""
+    return click.option(
+        "--upload-timeout",
+        "upload_timeout_s",
+        type=click.FloatRange(min=0),
+        default=60.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
+#: ``--data-dir`` of the commands that only read or tidy the data directory.
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="LOGSTREAM_DATA_DIR",
+    show_envvar=True,
+    default=None,
+    help="The data directory. [default: $XDG_STATE_HOME/logstream, i.e. ~/.local/state/logstream]",
+)
+
+
 def make_settings(options: dict[str, Any]) -> Settings:
+    matchers = _read_matchers(options.pop("matcher_files", ()))
     masks = list(options.pop("masks", ()))
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
     options["token"] = read_token(options.pop("token_file", None), options.get("token"))
     options["allow_hosts"] = tuple(options.get("allow_hosts", ()))
-    settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
-    if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
+    settings = Settings(
+        data_dir=Path(data_dir), masks=tuple(masks), matchers=tuple(matchers), **options
+    )
+    try:
+        socket.getaddrinfo(settings.host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else str(error)
+        raise UsageError(f"cannot listen on --host {settings.host}: {reason}") from None
+    try:
+        settings.check_exposure()
+    except ValueError as error:
         raise UsageError(
-            f"refusing to listen on {settings.host} without a token: set LOGSTREAM_TOKEN, "
-            "--token-file or --token, or pass --no-auth to serve logs to anyone who can connect"
-        )
+            f"{error}: set LOGSTREAM_TOKEN, --token-file or --token, or pass --no-auth to "
+            "serve logs to anyone who can connect"
+        ) from None
     return settings
+
+
+def _read_matchers(paths: tuple[Path, ...]) -> list[Matcher]:
+    matchers: list[Matcher] = []
+    for path in paths:
+        try:
+            matchers += parse_matchers(path.read_text())
+        except (OSError, UnicodeDecodeError, MatcherError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            raise UsageError(f"--matchers {path}: {reason}") from None
+    return matchers
 
 
 def read_token(token_file: Path | None, token: str | None) -> str | None:
@@ -193,12 +257,42 @@ def cli() -> None:
     """
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+RUN_EXIT_STATUSES = """\b
+Exit status:
+  the command's own     when it exited
+  128+N                 it died of signal N (130 after Ctrl-C, 143 after SIGTERM)
+  127                   the command was not found
+  126                   the command could not be run (not executable)
+  2                     usage error: bad option, taken port, public address without a
+                        token (nothing was run)"""
+
+
+def _pty_size(context: Any, param: Any, value: str | None) -> tuple[int, int] | None:
+    """``--pty-size COLSxROWS``, as ``120x40``."""
+    if value is None:
+        return None
+    columns, _, rows = value.lower().partition("x")
+    if columns.isdigit() and rows.isdigit() and 0 < int(columns) < 10000 > int(rows) > 0:
+        return int(columns), int(rows)
+    raise click.BadParameter(f"{value!r} is not COLSxROWS (for example 120x40)")
+
+
+@cli.command(context_settings={"allow_interspersed_args": False}, epilog=RUN_EXIT_STATUSES)
 @server_options
 @click.option(
-    "--pty",
-    is_flag=True,
-    help="Run under a pseudo-terminal (line-buffered, colours kept; one stream).",
+    "--pty/--no-pty",
+    default=None,
+    help="Run the command with a pseudo-terminal for stdout and another for stderr: it "
+    "line-buffers and keeps its colours, stderr lines stay stderr lines. [default: --pty when "
+    "this process's stdout is a terminal, else pipes]",
+)
+@click.option(
+    "--pty-size",
+    callback=_pty_size,
+    metavar="COLSxROWS",
+    default=None,
+    help="Size of the pseudo-terminals. [default: the size of this terminal, following its "
+    f"resizes; without one {DEFAULT_PTY_SIZE[0]}x{DEFAULT_PTY_SIZE[1]}]",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Do not copy the output to this terminal.")
 @click.option(
@@ -206,16 +300,29 @@ def cli() -> None:
     type=click.FloatRange(min=0),
     default=None,
     metavar="SECONDS",
-    help="Keep serving this long after the job ends.",
+    help="Keep serving this long after the job ends; a signal ends it. [default: exit once "
+    f"every connected viewer has the end event, at most {api.END_WAIT_S:g} s after the job ends]",
 )
-@click.option("--name", default=None, help="The job's name [default: the command].")
+@click.option("--name", default=None, help="The job's name. [default: the command]")
+@click.option(
+    "--server",
+    envvar="LOGSTREAM_SERVER",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Send the log to this `logstream serve` instead of serving it here (CI runners).",
+)
+@upload_timeout_option("With --server: after the command ends, wait at most this long.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     command: tuple[str, ...],
-    pty: bool,
+    pty: bool | None,
+    pty_size: tuple[int, int] | None,
     quiet: bool,
     linger: float | None,
     name: str | None,
+    server: str | None,
+    upload_timeout_s: float,
     **options: Any,
 ) -> int:
     """Run COMMAND and serve its log live.
@@ -223,72 +330,155 @@ def run(
     \b
     Examples:
       logstream run make test
-      logstream run --pty -- npm run build
+      logstream run --no-pty -- npm run build
       logstream run --host 0.0.0.0 --token s3cret -- ./ci.sh
 
-    Prints `logstream: job ID live at URL` on stderr once the server listens, then runs the
-    command with its stdout and stderr copied here byte for byte. Exits with the command's
-    exit status (128+N when it died of signal N). Ctrl-C or SIGTERM is forwarded to the
-    command's process group; SIGKILL follows after 10 s.
+    Prints `logstream: job ID live at URL` on stderr once the log is served, then runs the
+    command with its stdout and stderr copied here byte for byte, and at the end one
+    `logstream: ` line with its status, duration and where to see the log again. When a
+    `logstream serve` runs on the same data directory (and neither --host nor --port is
+    given), the URL is that server's and no port is opened. Ctrl-C or SIGTERM is forwarded to
+    the command's process group; SIGKILL follows after 10 s, or at once on a second Ctrl-C.
     """
+    context = click.get_current_context()
+    own_server = any(
+        context.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
+        for option in ("host", "port", "certfile")
+    )
     settings = make_settings(options)
-    job_name = name or shlex.join(command)[:200]
-    return trio.run(_run, settings, list(command), job_name, pty, quiet, linger)
-
-
-async def _run(
-    settings: Settings,
-    command: list[str],
-    name: str,
-    pty: bool,
-    quiet: bool,
-    linger_s: float | None,
-) -> int:
-    sock = _bind(settings)
-    catalog = Catalog(_open_data_dir(settings))
-    app = create_app(catalog, settings)
-    state = app.extensions["logstream"]
-    stop_server = trio.Event()
-    linger_over = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
-            job = await create_job(
-                nursery,
-                catalog,
-                command,
-                name=name,
-                pty=pty,
-                tee=not quiet,
-                masker=settings.job_masker(),
-                ring_lines=settings.ring_lines,
+    pty_options: dict[str, Any] = {
+        "pty": os.isatty(1) if pty is None else pty,
+        "pty_size": pty_size or DEFAULT_PTY_SIZE,
+        # Our terminal, whose size the pseudo-terminals follow (unless a size was given).
+        "terminal_fd": None if pty_size else next((fd for fd in (1, 2, 0) if os.isatty(fd)), None),
+    }
+    if server is not None:
+        _check_server_url(server)
+        # The job never sees the runner token, and its log never shows it (the spec's
+        # masker hides every token: ``Settings.job_masker``).
+        spec = JobSpec.resolve(
+            settings,
+            command,
+            name=name,
+            tee=not quiet,
+            env=remote.command_env(os.environ),
+            **pty_options,
+        )
+        return trio.run(
+            functools.partial(
+                remote.run_remote,
+                settings,
+                spec,
+                server=server,
+                token=settings.token,
+                upload_timeout_s=upload_timeout_s,
+                say=say,
             )
-            job_id = job.id
-            freeze_startup_heap()
-            say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
+        )
+    spec = JobSpec.resolve(settings, command, name=name, tee=not quiet, **pty_options)
+    return trio.run(_run, settings, spec, linger, own_server)
 
-            forwarding = trio.CancelScope()
+
+def _check_server_url(server: str) -> None:
+    if not server.startswith(("http://", "https://")):
+        raise UsageError(f"--server: an http:// or https:// URL, got {server[:100]!r}")
+
+
+async def _run(settings: Settings, spec: JobSpec, linger_s: float | None, own_server: bool) -> int:
+    shared_url = None if own_server else running_server_url(settings.data_dir)
+    sock = _bind(settings) if shared_url is None else None
+    signalled = trio.Event()
+    first_signal_at = 0.0
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            _backend_errors(),
+            # No wait for viewers on leaving: it is below, shorter after a signal.
+            api.serve(
+                settings,
+                sock=sock,
+                end_wait_s=0,
+                serve_tasks=False,
+                accept_runners=False,
+                url=shared_url,
+            ) as server,
+            trio.open_nursery() as nursery,
+        ):
+            job = await server.create(spec)
+            freeze_startup_heap()
+            say(f"job {job.id} live at {server.url}{routes.job_page(job.id)}")
+            started = trio.current_time()
 
             async def forward_signals() -> None:
-                with forwarding:
-                    async for signum in signals:
-                        if job.job.ended:
-                            linger_over.set()
-                        else:
-                            job.cancel(signum)
+                nonlocal first_signal_at
+                async for signum in signals:
+                    if not signalled.is_set():
+                        first_signal_at = trio.current_time()
+                        signalled.set()
+                    if not job.job.ended:
+                        job.runner.notice(_stop_notice(signum, job.runner.stopping))
+                        job.cancel(signum)
 
             nursery.start_soon(forward_signals)
             result = await job.run()
-            if linger_s is not None:
-                with trio.move_on_after(linger_s):
-                    await linger_over.wait()
-            else:
-                # Let every connected viewer receive the end event, but not forever.
-                with trio.move_on_after(END_WAIT_S):
-                    await state.wait_no_streams()
-            forwarding.cancel()
-            api.stop_serving(nursery, state, stop_server, settings)
+            duration_s = trio.current_time() - started
+            live_url = server.url if shared_url else None
+            say(_end_line(job.id, result.status, result.exit_code, duration_s, live_url, settings))
+            if shared_url is None:
+                if signalled.is_set():
+                    # Exit within 15 s of the first signal: viewers get what time is left.
+                    with trio.move_on_at(first_signal_at + SIGNALLED_EXIT_S):
+                        await server.state.wait_no_streams()
+                elif linger_s is not None:
+                    with trio.move_on_after(linger_s):
+                        await signalled.wait()
+                else:
+                    # Let every connected viewer receive the end event, but not forever.
+                    with trio.move_on_after(api.END_WAIT_S):
+                        await server.state.wait_no_streams()
+            nursery.cancel_scope.cancel()
     return result.exit_code
+
+
+def _stop_notice(signum: int, stopping: bool) -> str:
+    if stopping:
+        return "killing the job now (SIGKILL)"
+    what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    return (
+        f"got {what}: told the job to stop; it is killed in {GRACE_S:g} s, "
+        "or now on a second Ctrl-C"
+    )
+
+
+def _end_line(
+    job_id: str,
+    status: str,
+    exit_code: int,
+    duration_s: float,
+    live_url: str | None,
+    settings: Settings,
+) -> str:
+    """The last ``logstream: `` line: how the job ended and where its log stays."""
+    ended = f"job {job_id} {status} (exit status {exit_code}) after {_duration(duration_s)}"
+    if live_url:
+        return f"{ended}; its log: {live_url}{routes.job_page(job_id)}"
+    data_dir = (
+        ""
+        if settings.data_dir == default_data_dir()
+        else f" --data-dir {shlex.quote(str(settings.data_dir))}"
+    )
+    later = format_url("http", "127.0.0.1", DEFAULT_PORT)
+    page = f"{later}{routes.job_page(job_id)}"
+    return f"{ended}; to see its log again: logstream serve{data_dir}, then {page}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def freeze_startup_heap() -> None:
@@ -311,19 +501,13 @@ def _bind(settings: Settings) -> socket.socket:
         raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
-def _open_data_dir(settings: Settings) -> DataDir:
-    """The data directory, created if needed; one that cannot be used is a usage error."""
-    data_dir = DataDir(settings.data_dir)
+@asynccontextmanager
+async def _backend_errors() -> AsyncIterator[None]:
+    """A backend that cannot be used (an unwritable data directory) is a usage error."""
     try:
-        data_dir.create()
-        probe = data_dir.jobs_path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"cannot use the data directory {settings.data_dir}: {error.strerror}"
-        ) from None
-    return data_dir
+        yield
+    except StorageError as error:
+        raise UsageError(error.message) from None
 
 
 @cli.command()
@@ -347,13 +531,32 @@ def _open_data_dir(settings: Settings) -> DataDir:
     default=None,
     help="Keep only this many newest finished jobs (checked hourly).",
 )
+@click.option(
+    "--ingest-token",
+    envvar="LOGSTREAM_INGEST_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="The token remote runners send (default: the viewer token also admits runners).",
+)
+@click.option(
+    "--runner-timeout",
+    "runner_timeout_s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A remote job whose runner sends nothing this long shows as interrupted.",
+)
 def serve(
     jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None, **options: Any
 ) -> int:
     """Serve every job in the data directory, live and finished.
 
     Jobs that `logstream run` processes on this machine write to the same data directory
-    show up live. With --jobs, the jobs defined in that file can be started from the API.
+    show up live, and so do the jobs of remote runners (`logstream run --server URL`). While
+    this server runs, such a `logstream run` on this machine prints this server's page for its
+    job (it outlives the run). With --jobs, the jobs defined in that file can be started from
+    the API.
     """
     settings = make_settings(options)
     try:
@@ -367,31 +570,97 @@ async def _serve(
     settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
     sock = _bind(settings)
-    data_dir = _open_data_dir(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # On SIGTERM streams end at once (clients resume later); running jobs are cancelled
         # and their logs finished before the server stops.
         async with (
+            _backend_errors(),
             api.serve(settings, jobs, sock=sock, end_wait_s=0) as server,
             trio.open_nursery() as nursery,
         ):
             freeze_startup_heap()
-            say(f"serving at {server.url}/")
-            if keep_days is not None or keep_jobs is not None:
-                nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
-            async for _signum in signals:
-                break
+            # `logstream run` on this data directory names our page for its job.
+            with announce_server(settings.data_dir, _reachable_url(server.url)):
+                say(f"serving at {server.url}/")
+                if keep_days is not None or keep_jobs is not None:
+                    nursery.start_soon(_gc_hourly, server.catalog.backend, keep_days, keep_jobs)
+                async for _signum in signals:
+                    break
             say("shutting down")
             nursery.cancel_scope.cancel()
     return 0
 
 
-async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int | None) -> None:
+def _reachable_url(url: str) -> str:
+    """``url`` with a wildcard address (``0.0.0.0``, ``::``) replaced by this host's name."""
+    parts = urlsplit(url)
+    if parts.hostname in ("0.0.0.0", "::"):
+        netloc = f"{socket.gethostname()}:{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return url
+
+
+async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int | None) -> None:
     while True:
-        removed = await trio.to_thread.run_sync(data_dir.gc, keep_days, keep_jobs)
+        removed = await backend.remove_old_jobs(keep_days, keep_jobs)
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)
+
+
+@cli.command()
+@click.option(
+    "--server",
+    envvar="LOGSTREAM_SERVER",
+    show_envvar=True,
+    required=True,
+    metavar="URL",
+    help="The `logstream serve` to upload to (also LOGSTREAM_SERVER).",
+)
+@click.option(
+    "--token",
+    envvar="LOGSTREAM_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="The server's runner token. Prefer LOGSTREAM_TOKEN or --token-file: other local "
+    "users can read a command line.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the server's runner token from this file (its first line).",
+)
+@data_dir_option
+@upload_timeout_option("Give up on a job after this long.")
+@click.argument("job_ids", nargs=-1, metavar="[ID]...")
+def push(
+    server: str,
+    token: str | None,
+    token_file: Path | None,
+    data_dir: Path | None,
+    upload_timeout_s: float,
+    job_ids: tuple[str, ...],
+) -> int:
+    """Upload finished jobs to a server: those given, else every unfinished upload.
+
+    A `run --server` that could not upload everything in time says which job to push.
+    Pushing twice is harmless: the server keeps each line once. Exits 1 when a job could
+    not be uploaded completely.
+    """
+    _check_server_url(server)
+    token = read_token(token_file, token)
+    return trio.run(
+        functools.partial(
+            remote.push_jobs,
+            data_dir or default_data_dir(),
+            list(job_ids),
+            server=server,
+            token=token,
+            timeout_s=upload_timeout_s,
+            say=say,
+        )
+    )
 
 
 @cli.command("tail")
@@ -416,6 +685,7 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
 @click.option(
     "--token",
     envvar="LOGSTREAM_TOKEN",
+    show_envvar=True,
     default=None,
     help="The server's token (sent as a Bearer header). Prefer LOGSTREAM_TOKEN or "
     "--token-file: other local users can read a command line.",
@@ -432,7 +702,8 @@ async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int 
     default=tail_module.DEFAULT_RECONNECT_FOR_S,
     show_default=True,
     metavar="SECONDS",
-    help="Give up after the server is unreachable this long (0: never).",
+    help="Give up after a server that answered before is unreachable this long (0: never); "
+    f"one that never answered: after {FIRST_CONTACT_S:g} s.",
 )
 def tail_command(
     url: str,
@@ -481,14 +752,8 @@ def tail_command(
         return 141
 
 
-@cli.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="LOGSTREAM_DATA_DIR",
-    default=None,
-    help="The data directory [default: $XDG_STATE_HOME/logstream].",
-)
+@cli.command(options_metavar="[--data-dir DIR] [--keep-days N] [--keep-jobs N]")
+@data_dir_option
 @click.option(
     "--keep-days",
     type=click.FloatRange(min=0),
@@ -502,9 +767,12 @@ def tail_command(
     help="Keep only this many newest jobs; remove older finished ones.",
 )
 def gc(data_dir: Path | None, keep_days: float | None, keep_jobs: int | None) -> int:
-    """Remove old finished jobs (never a running one)."""
+    """Remove old finished jobs (never a running one).
+
+    Give --keep-days, --keep-jobs or both: a job goes when either says so.
+    """
     if keep_days is None and keep_jobs is None:
-        raise UsageError("gc: give --keep-days and/or --keep-jobs")
+        raise UsageError("gc: give --keep-days N, --keep-jobs N, or both")
     removed = DataDir(data_dir or default_data_dir()).gc(keep_days, keep_jobs)
     say(f"removed {len(removed)} jobs")
     return 0
@@ -522,6 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         say("aborted")
         return 130
+    except click.UsageError as error:
+        # Every message of ours on stderr is a whole `logstream: ` line.
+        where = error.ctx.command_path if error.ctx else "logstream"
+        say(f"{error.format_message()} (see `{where} --help`)")
+        return error.exit_code
     except click.ClickException as error:
         error.show()
         return error.exit_code

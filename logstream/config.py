@@ -1,14 +1,17 @@
-"""One typed settings object for the server, passed explicitly (hypercorn's ``Config`` style)."""
+"""One typed settings object for the server, passed explicitly (hypercorn's ``Config`` style).
+
+Pure: no trio, no I/O."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from logstream.hosts import HostPolicy, is_loopback_name
 from logstream.mask import Masker
+from logstream.matchers import Matcher
 from logstream.ring import DEFAULT_RING_LINES
 
 DEFAULT_PORT = 8765
@@ -28,12 +31,18 @@ class Settings:
     port: int | None = None
     ring_lines: int = DEFAULT_RING_LINES
     token: str | None = None
+    #: The token remote runners send (``None``: the viewer token admits runners too).
+    ingest_token: str | None = None
+    #: A remote job whose runner sends nothing for this long shows as interrupted.
+    runner_timeout_s: float = 120.0
     no_auth: bool = False
     masks: tuple[str, ...] = ()
     #: ``None``: no limit (only for tests and embedding; the command line always sets one).
     max_streams: int | None = DEFAULT_MAX_STREAMS
     #: Host names served besides loopback when there is no token (DNS rebinding defence).
     allow_hosts: tuple[str, ...] = ()
+    #: Problem matchers every job starts with (``--matchers FILE``), before the built-in ones.
+    matchers: tuple[Matcher, ...] = ()
     cors_origin: str | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
@@ -49,7 +58,6 @@ class Settings:
     stream_chunk_bytes: int = 128 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def scheme(self) -> str:
@@ -57,7 +65,11 @@ class Settings:
 
     def job_masker(self, environ: Mapping[str, str] = os.environ) -> Masker:
         """A masker for one job: the ``--mask`` variables' values and every token value."""
-        tokens = [self.token, *(environ.get(name) for name in TOKEN_VARIABLES)]
+        tokens = [
+            self.token,
+            self.ingest_token,
+            *(environ.get(name) for name in TOKEN_VARIABLES),
+        ]
         return Masker.from_env(self.masks, environ, secrets=tokens)
 
     def host_policy(self) -> HostPolicy:
@@ -68,6 +80,12 @@ class Settings:
             token=bool(self.token),
             cors_origin=self.cors_origin,
         )
+
+    def check_exposure(self) -> None:
+        """Refuse (``ValueError``) to serve logs beyond loopback without a token, unless
+        ``no_auth`` says so: secure by default."""
+        if not is_loopback(self.host) and not self.token and not self.no_auth:
+            raise ValueError(f"refusing to listen on {self.host} without a token")
 
 
 def is_loopback(host: str) -> bool:

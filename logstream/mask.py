@@ -78,6 +78,10 @@ class Masker:
             self._values = sorted({*self._values, *parts}, key=len, reverse=True)
             self.longest = len(self._values[0])
 
+    def including(self, values: Iterable[str]) -> Masker:
+        """A masker that also hides ``values`` (a token the command must never show)."""
+        return Masker([*self._values, *values])
+
     def __bool__(self) -> bool:
         return bool(self._values)
 

@@ -3,21 +3,29 @@
 Theory of operation
 -------------------
 The command runs in its own session, so its process group is exactly the job: signals go to
-the whole group (``killpg``), and nothing of the job outlives us. stdout and stderr are read
-concurrently in 64 KiB chunks; each chunk goes through the stream's line splitter into the log
-(``LiveLog.append``, which never blocks), then, unless quiet, to a ``_Tee`` that copies it to
-our own stdout/stderr as is from a task of its own. A slow terminal (``| less``) slows the
-command, as it would without logstream, through the tee's bounded buffer; but the log never
-waits on the terminal once the command has ended, so no line is lost to a slow or stuck
-terminal. With ``pty=True`` the command writes to a pseudo-terminal (so it line-buffers and
-keeps its colours) and both streams arrive as one.
+the whole group (``killpg``), and nothing of the job outlives us. Its stdout and stderr are two
+pipes, or with ``pty=True`` two pseudo-terminals (so that it line-buffers and keeps its colours
+on both, and its stderr lines stay stderr lines; the stdout one is its controlling terminal).
+One reader task polls both with an epoll set of its own, which reports them in the order they
+became readable, and reads up to 64 KiB from each ready one in that order: between the streams
+the log keeps the order in which the command wrote, as far as the kernel lets us see it (a
+reader that is woken for both at once cannot tell; one task per stream would toss a coin every
+time). Each chunk goes through its stream's line splitter into the log (``LiveLog.append``,
+which never blocks), then, unless quiet, to a ``_Tee`` that copies it to our own stdout/stderr
+as is from a task of its own. A slow terminal (``| less``) slows the command, as it would
+without logstream, through the tee's bounded buffer; but the log never waits on the terminal
+once the command has ended, so no line is lost to a slow or stuck terminal.
+
+The pseudo-terminals get a fixed size (``pty_size``), or follow the size of our own terminal
+(``terminal_fd``) and its resizes (SIGWINCH). Pagers would wait for a key nobody presses, so
+the command's environment says ``PAGER=cat`` and the like (``PAGER_ENV``), as CI agents do.
 
 Ending: when the main process exits, background processes it left may still hold the pipes.
 They get ``DRAIN_S`` to finish writing, then whatever is left of the job gets SIGTERM, and
 SIGKILL after the grace period. "The job" is its process group, plus any process that left
 the group (``setsid``) but still carries the job's marker in its environment
-(``LOGSTREAM_JOB_ID``, as Jenkins does with ``BUILD_ID``). The readers then read what is left in
-the pipes and stop at EOF, or once a pipe has been idle for ``DRAIN_S``.
+(``LOGSTREAM_JOB_ID``, as Jenkins does with ``BUILD_ID``). The reader then reads what is left in
+the pipes and stops at EOF, or once they have been idle for ``DRAIN_S``.
 When we are told to stop (Ctrl-C, SIGTERM, a cancel request), the signal goes to the group at
 once and SIGKILL follows after the grace period; the terminal copy is then abandoned after
 ``DRAIN_S`` if the terminal does not take it.
@@ -29,56 +37,61 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
 from logstream.config import TOKEN_VARIABLES
+from logstream.fdio import write_all
 from logstream.joblog import LiveLog
+from logstream.jobspec import JobSpec
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
-from logstream.mask import Masker
+from logstream.workflow import add_mask_value
 
 READ_BYTES = 64 * 1024
 TEE_BUFFER_BYTES = 1 << 20  # beyond this a slow terminal slows the command, as without us
 DRAIN_S = 0.5
 JOB_MARKER = "LOGSTREAM_JOB_ID"
-GRACE_S = 10.0
-PTY_SIZE = (50, 200)  # rows, columns
+#: Set for every command run under a pseudo-terminal: a pager would wait for a key forever.
+PAGER_ENV = {
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "MANPAGER": "cat",
+    "SYSTEMD_PAGER": "cat",
+    "AWS_PAGER": "",
+}
 
 
-@dataclass
-class JobResult:
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a job ended: its status and the command's exit status."""
+
     status: str
     exit_code: int
 
 
 @dataclass
 class JobRunner:
-    """Runs one command into a ``LiveLog``; ``stop()`` cancels it."""
+    """Runs one job's command into a ``LiveLog``; ``stop()`` cancels it."""
 
     log: LiveLog
-    command: Sequence[str]
-    cwd: Path | None = None
-    env: Mapping[str, str] | None = None
-    pty: bool = False
-    tee: bool = True
-    masker: Masker = field(default_factory=lambda: Masker(()))
+    spec: JobSpec
     line_limit: int = DEFAULT_LINE_LIMIT
-    grace_s: float = GRACE_S
     #: A ``logstream: `` line to append to the log's stderr right before the end (a timeout).
     end_notice: str | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
     _signal: int = signal.SIGTERM
     _pgid: int | None = None
     _tees: dict[int, _Tee] = field(default_factory=dict)
-    _receive_scopes: dict[int, trio.CancelScope] = field(default_factory=dict)
+    _wait_scope: trio.CancelScope | None = None
+    _masters: list[int] = field(default_factory=list)
     _ending: bool = False
 
     @property
@@ -99,27 +112,36 @@ class JobRunner:
         if self._pgid is not None:
             _killpg(self._pgid, signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end; record the end in the log; return status and exit code."""
+        if self.spec.pty and self.spec.terminal_fd is not None:
+            # Listening before the command starts: no resize of our terminal goes unseen.
+            with trio.open_signal_receiver(signal.SIGWINCH) as resizes:
+                return await self._run(resizes)
+        return await self._run(None)
+
+    async def _run(self, resizes: AsyncIterator[int] | None) -> RunOutcome:
         try:
-            process, streams = await self._start()
+            process, fds = await self._start()
         except OSError as error:
-            self._append_notice(f"logstream: cannot run {self.command[0]!r}: {error.strerror}")
+            self._append_notice(f"logstream: cannot run {self.spec.command[0]!r}: {error.strerror}")
             code = 127 if error.errno == errno.ENOENT else 126
             self.log.finish("failed", code)
-            return JobResult("failed", code)
+            return RunOutcome("failed", code)
         self._pgid = process.pid
         if self._stop.is_set():
             _killpg(process.pid, self._signal)
         readers_done = trio.Event()
         async with trio.open_nursery() as copying:
-            if self.tee:
+            if self.spec.tee:
                 self._tees = {fd: _Tee(fd) for fd in (1, 2)}
                 for tee in self._tees.values():
                     copying.start_soon(tee.run)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_all, streams, readers_done)
+                nursery.start_soon(self._read_all, fds, readers_done)
                 nursery.start_soon(self._kill_after_grace, process.pid)
+                if resizes is not None:
+                    nursery.start_soon(self._follow_terminal_size, resizes)
                 returncode = await process.wait()
                 self._begin_ending()
                 with trio.move_on_after(DRAIN_S):
@@ -127,11 +149,11 @@ class JobRunner:
                 await self._end_job(process.pid)
                 # Every writer is gone: what is left in the pipes is finite; read it to EOF.
                 # Only a writer we could not kill keeps a pipe busy: give up after the grace.
-                with trio.move_on_after(self.grace_s):
+                with trio.move_on_after(self.spec.grace_s):
                     await readers_done.wait()
                 nursery.cancel_scope.cancel()
-            for stream in streams:
-                await stream.aclose()
+            for fd in fds:
+                os.close(fd)
             exit_code = 128 - returncode if returncode < 0 else returncode
             status = (
                 "cancelled" if self._stop.is_set() else "succeeded" if exit_code == 0 else "failed"
@@ -145,95 +167,157 @@ class JobRunner:
             if self._stop.is_set():
                 # Told to stop: don't wait long for a terminal that takes nothing.
                 copying.cancel_scope.deadline = trio.current_time() + DRAIN_S
-        return JobResult(status, exit_code)
+        return RunOutcome(status, exit_code)
 
-    async def _start(self) -> tuple[trio.Process, list[trio.abc.ReceiveStream]]:
-        env = dict(os.environ if self.env is None else self.env)
+    async def _start(self) -> tuple[trio.Process, list[int]]:
+        """Start the command; the non-blocking read ends of its stdout and stderr."""
+        env = dict(os.environ if self.spec.env is None else self.spec.env)
         for name in TOKEN_VARIABLES:
             env.pop(name, None)  # a job that prints its environment must not print our token
         env[JOB_MARKER] = self.log.job.id
-        if not self.pty:
-            process = await trio.lowlevel.open_process(
-                list(self.command),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                cwd=self.cwd,
-                env=env,
-            )
-            assert process.stdout is not None and process.stderr is not None
-            return process, [process.stdout, process.stderr]
-        env.setdefault("TERM", "xterm-256color")
-        master, secondary = os.openpty()
+        if self.spec.pty:
+            env.setdefault("TERM", "xterm-256color")
+            env.update(PAGER_ENV)
+            pairs = [os.openpty(), os.openpty()]
+        else:
+            pairs = [os.pipe(), os.pipe()]
+        reads = [read for read, _write in pairs]
         try:
-            fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", *PTY_SIZE, 0, 0))
-            attributes = termios.tcgetattr(secondary)
-            attributes[1] &= ~termios.ONLCR  # keep "\n" as is: no "\r\n" on every line
-            termios.tcsetattr(secondary, termios.TCSANOW, attributes)
+            for read, write in pairs:
+                os.set_blocking(read, False)
+                if self.spec.pty:
+                    _set_size(write, self._size())
+                    attributes = termios.tcgetattr(write)
+                    attributes[1] &= ~termios.ONLCR  # keep "\n" as is: no "\r\n" on every line
+                    termios.tcsetattr(write, termios.TCSANOW, attributes)
             process = await trio.lowlevel.open_process(
-                list(self.command),
+                list(self.spec.command),
                 stdin=subprocess.DEVNULL,
-                stdout=secondary,
-                stderr=secondary,
+                stdout=pairs[0][1],
+                stderr=pairs[1][1],
                 start_new_session=True,
-                cwd=self.cwd,
+                cwd=self.spec.cwd,
                 env=env,
-                preexec_fn=_take_controlling_terminal,
+                preexec_fn=_take_controlling_terminal if self.spec.pty else None,
             )
         except BaseException:
-            os.close(master)
+            for read in reads:
+                os.close(read)
             raise
         finally:
-            os.close(secondary)
-        return process, [trio.lowlevel.FdStream(master)]
+            for _read, write in pairs:
+                os.close(write)
+        if self.spec.pty:
+            self._masters = reads
+        return process, reads
 
-    async def _read_all(self, streams: list[trio.abc.ReceiveStream], done: trio.Event) -> None:
-        async with trio.open_nursery() as nursery:
-            for fd, stream in enumerate(streams, start=1):
-                nursery.start_soon(self._read, stream, fd)
+    def _size(self) -> tuple[int, int]:
+        if self.spec.terminal_fd is not None:
+            with contextlib.suppress(OSError):
+                columns, rows = os.get_terminal_size(self.spec.terminal_fd)
+                if columns > 0 and rows > 0:
+                    return columns, rows
+        return self.spec.pty_size
+
+    async def _follow_terminal_size(self, resizes: AsyncIterator[int]) -> None:
+        """Resize the pseudo-terminals with ours: the job gets SIGWINCH as it would without us."""
+        async for _ in resizes:
+            size = self._size()
+            for master in self._masters:
+                with contextlib.suppress(OSError):
+                    _set_size(master, size)
+
+    async def _read_all(self, fds: list[int], done: trio.Event) -> None:
+        """Read stdout (``fds[0]``) and stderr (``fds[1]``) to EOF, in the order they are ready."""
+        streams = {
+            fd: _Stream(
+                fd,
+                LineSplitter(self.line_limit, self.spec.masker),
+                number == 2,
+                self._tees.get(number),
+            )
+            for number, fd in enumerate(fds, start=1)
+        }
+        poller = select.epoll()
+        try:
+            for fd in fds:
+                poller.register(fd, select.EPOLLIN)
+            while streams:
+                ready = poller.poll(0)
+                if not ready:
+                    scope = self._wait_scope = trio.CancelScope()
+                    if self._ending:
+                        scope.deadline = trio.current_time() + DRAIN_S
+                    with scope:
+                        await trio.lowlevel.wait_readable(poller.fileno())
+                    self._wait_scope = None
+                    if scope.cancelled_caught:
+                        break  # idle since the job ended: a leftover holds the pipe
+                    continue
+                # stdout before stderr when both have data: a command that writes stdout first
+                # (``::add-mask::VALUE``, then the value on stderr) is read in that order.
+                ready.sort(key=lambda event: streams[event[0]].stderr)
+                for fd, _events in ready:
+                    stream = streams[fd]
+                    try:
+                        chunk = os.read(fd, READ_BYTES)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""  # a pseudo-terminal reports the end of output as EIO
+                    if not chunk:
+                        poller.unregister(fd)
+                        del streams[fd]
+                        self._flush(stream)
+                        continue
+                    self.log.append(self._masked(stream.splitter.feed(chunk)), stderr=stream.stderr)
+                    await self.log.wait_writable()
+                    if stream.tee is not None:
+                        stream.tee.put(chunk)
+                        if not self._ending:
+                            await stream.tee.wait_room()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._wait_scope = None
+            poller.close()
+            for stream in streams.values():
+                self._flush(stream)
         done.set()
 
-    async def _read(self, stream: trio.abc.ReceiveStream, fd: int) -> None:
-        # The splitter masks secrets before it cuts long lines (a secret across a cut).
-        splitter = LineSplitter(self.line_limit, self.masker)
-        stderr = fd == 2
-        tee = self._tees.get(fd)
-        try:
-            while True:
-                scope = trio.CancelScope()
-                if self._ending:
-                    scope.deadline = trio.current_time() + DRAIN_S
-                self._receive_scopes[fd] = scope
-                with scope:
-                    try:
-                        chunk = await stream.receive_some(READ_BYTES)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        break  # a pty reports the end of output as EIO
-                if scope.cancelled_caught or not chunk:
-                    break  # EOF, or idle since the job ended: a leftover holds the pipe
-                self.log.append(splitter.feed(chunk), stderr=stderr)
-                await self.log.wait_writable()
-                if tee is not None:
-                    tee.put(chunk)
-                    if not self._ending:
-                        await tee.wait_room()
-        finally:
-            self._receive_scopes.pop(fd, None)
-            self.log.append(splitter.flush(), stderr=stderr)
+    def _flush(self, stream: _Stream) -> None:
+        self.log.append(self._masked(stream.splitter.flush()), stderr=stream.stderr)
+
+    def _masked(self, lines: list[str]) -> list[str]:
+        """``::add-mask::VALUE`` masks VALUE in itself and every later line.
+
+        As on GitHub Actions: a job can hide a secret it computes (a token it fetched) before
+        printing it. Lines of either stream read after it are masked. The splitter has masked
+        every line already (before cutting long ones), but with the values known when it read
+        them: the ``::add-mask::`` line itself and the lines after it are masked again.
+        """
+        if not lines or "::add-mask::" not in "\n".join(lines):
+            return lines
+        masker = self.spec.masker
+        masked: list[str] = []
+        start = 0
+        for n, line in enumerate(lines):
+            if (value := add_mask_value(line)) is not None:
+                masked += masker.apply(lines[start:n]) if start else lines[:n]
+                masker.add(value)
+                start = n
+        return masked + masker.apply(lines[start:])
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""
         self._ending = True
-        deadline = trio.current_time() + DRAIN_S
-        for scope in self._receive_scopes.values():
-            scope.deadline = deadline
+        if self._wait_scope is not None:
+            self._wait_scope.deadline = trio.current_time() + DRAIN_S
         for tee in self._tees.values():
             tee.unbounded()
 
     async def _kill_after_grace(self, pgid: int) -> None:
         await self._stop.wait()
-        await trio.sleep(self.grace_s)
+        await trio.sleep(self.spec.grace_s)
         _killpg(pgid, signal.SIGKILL)
 
     async def _end_job(self, pgid: int) -> None:
@@ -242,20 +326,40 @@ class JobRunner:
         if not _job_alive(pgid, marker):
             return
         _signal_job(pgid, marker, signal.SIGTERM)
-        with trio.move_on_after(self.grace_s):
+        with trio.move_on_after(self.spec.grace_s):
             # No event tells when a process group empties: poll it.
             while _job_alive(pgid, marker):  # noqa: ASYNC110
                 await trio.sleep(0.02)
         _signal_job(pgid, marker, signal.SIGKILL)
 
+    def notice(self, message: str) -> None:
+        """One ``logstream: `` line on our stderr, in order with the job's own stderr copy."""
+        self._to_terminal(f"logstream: {message}", quiet_too=True)
+
     def _append_notice(self, text: str) -> None:
         self.log.append([text], stderr=True)
+        self._to_terminal(text)
+
+    def _to_terminal(self, text: str, *, quiet_too: bool = False) -> None:
         line = text.encode() + b"\n"
         if 2 in self._tees:
             self._tees[2].put(line)
-        elif self.tee:
+        elif self.spec.tee or quiet_too:
             with contextlib.suppress(OSError):
-                _write_all(2, line)
+                write_all(2, line)
+
+
+@dataclass
+class _Stream:
+    fd: int
+    splitter: LineSplitter
+    stderr: bool
+    tee: _Tee | None
+
+
+def _set_size(fd: int, size: tuple[int, int]) -> None:
+    columns, rows = size
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 def _take_controlling_terminal() -> None:
@@ -326,12 +430,6 @@ def _killpg_probe(pgid: int) -> bool:
     return True
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Tee:
     """Copies one stream's raw bytes to our own stdout or stderr, from a task of its own.
 
@@ -378,7 +476,7 @@ class _Tee:
             self._chunks.clear()
             try:
                 # Abandoned on cancel: a terminal that takes nothing must not hold us.
-                await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(write_all, self.fd, data, abandon_on_cancel=True)
             except BrokenPipeError:
                 self._fail(None)  # our reader went away (`| head`): quietly stop copying
             except OSError as error:
@@ -395,7 +493,7 @@ class _Tee:
         if error is not None and self.fd != 2:
             name = {1: "stdout"}.get(self.fd, f"fd {self.fd}")
             with contextlib.suppress(OSError):
-                _write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
+                write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
 
     def _wake(self) -> None:
         self._changed.set()

@@ -5,8 +5,8 @@ the real port is known), then runs hypercorn until ``stop`` is set. Callers star
 ``await nursery.start(serve_http, ...)``, which returns the bound ``(host, port)``.
 
 The ``Guard`` ASGI middleware sits in front of routing: it checks the ``Host`` (DNS rebinding)
-and the token, so a 401 reveals nothing about which jobs exist, adds the security headers to
-every answer, and it shields the final body send of every
+and the token (docs/security.md), so a 401 reveals nothing about which jobs exist, adds the
+security headers to every answer, and it shields the final body send of every
 response (hypercorn 0.18 with quart-trio sends it from a cancelled scope otherwise, and the
 connection's keep-alive timer is never re-armed: idle keep-alive connections would stay open and
 every shutdown would wait for the whole graceful timeout).
@@ -17,29 +17,23 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
-import json
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
-from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from logstream.config import DEFAULT_PORT, Settings
 from logstream.cors import Cors
 from logstream.hosts import HostPolicy
 from logstream.transport import WriteDeadline, tune_listener
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 OPEN_PATHS = frozenset({"/healthz"})
+INGEST_PREFIX = "/api/ingest/"
+CHALLENGE = [(b"www-authenticate", b'Bearer realm="logstream"')]
 CSP = (
     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -109,11 +103,8 @@ async def serve_http(
         config.certfile = str(settings.certfile)
         config.keyfile = str(settings.keyfile) if settings.keyfile else None
     # Outermost: the deadline measures hypercorn's own writes; CORS answers before the token.
-    guarded = WriteDeadline(
-        Cors(Guard(app, settings.token, settings.host_policy()), settings.cors_origin),
-        settings.write_timeout_s,
-        stop,
-    )
+    guard = Guard(app, settings.token, settings.host_policy(), settings.ingest_token)
+    guarded = WriteDeadline(Cors(guard, settings.cors_origin), settings.write_timeout_s, stop)
 
     async def started(
         *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -136,11 +127,23 @@ class Guard:
     token, never the token itself (cookies are not scoped to a port: every other service on
     the host receives them). WebSocket requests are refused: no route speaks WebSocket, and
     none may be probed. Every answer, errors included, carries the security headers.
+
+    Runners (``/api/ingest/``) authenticate with the ingest token, else the viewer token, and
+    only with an ``Authorization`` header (never the viewer's cookie: a page must not upload
+    through a viewer's session). The token accepted goes to the ingest routes in
+    ``scope["logstream.runner"]``. The ingest token opens nothing else.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, hosts: HostPolicy | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        hosts: HostPolicy | None = None,
+        ingest_token: str | None = None,
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.ingest_token = ingest_token.encode() if ingest_token else None
         self.hosts = hosts or HostPolicy(check_host=token is None)
         self.cookie_name, self.session = session_cookie(self.token) if self.token else (b"", b"")
 
@@ -151,7 +154,7 @@ class Guard:
             return
         if kind != "http":
             # Answered before the Host or token check, and the same for every path.
-            await _send_json(send, 403, {"error": "WebSocket is not served here"}, kind)
+            await _refuse_websocket(send, kind)
             return
         send = _with_security_headers(_shield_final_send(send))
         if scope["path"] in OPEN_PATHS:
@@ -168,14 +171,17 @@ class Guard:
                 "(localhost, 127.0.0.1, [::1]) and names given with --allow-host are "
                 "(DNS rebinding defence)"
             )
-            await _send_json(send, 403, {"error": message})
+            await send_json(send, 403, {"error": message})
+            return
+        if scope["path"].startswith(INGEST_PREFIX):
+            await self._ingest(scope, receive, send)
             return
         if self.token is None:
             await self.app(scope, receive, send)
             return
         supplied, from_query = self._supplied_token(scope)
         if not supplied:
-            await _send_json(send, 401, {"error": "authentication required"})
+            await send_json(send, 401, {"error": "authentication required"}, CHALLENGE)
             return
         if from_query:
             send = _set_cookie(
@@ -206,6 +212,23 @@ class Guard:
             if cookie is not None:
                 return hmac.compare_digest(cookie.value.encode("latin-1"), self.session), False
         return False, False
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        expected = self.ingest_token or self.token
+        if expected is not None:
+            supplied = _bearer_token(scope)
+            if supplied is None or not hmac.compare_digest(supplied, expected):
+                await send_json(send, 401, {"error": "a runner token is required"}, CHALLENGE)
+                return
+        scope["logstream.runner"] = expected
+        await self.app(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return bytes(value[7:].strip())
+    return None
 
 
 def session_cookie(token: bytes) -> tuple[bytes, bytes]:
@@ -264,16 +287,14 @@ def _shield_final_send(send: Send) -> Send:
     return shielded
 
 
-async def _send_json(send: Send, status: int, data: object, kind: str = "http") -> None:
-    """A JSON answer; ``kind="websocket"`` sends it as the refusal of a WebSocket handshake."""
-    body = json.dumps(data).encode()
+async def _refuse_websocket(send: Send, kind: str) -> None:
+    """Refuse a WebSocket handshake (or any other non-HTTP request) with a 403."""
+    body = b'{"error": "WebSocket is not served here"}'
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *SECURITY_HEADERS,
     ]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="logstream"'))
     prefix = "websocket.http.response" if kind == "websocket" else "http.response"
-    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.start", "status": 403, "headers": headers})
     await send({"type": f"{prefix}.body", "body": body, "more_body": False})

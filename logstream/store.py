@@ -21,7 +21,6 @@ import bisect
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import re
 import secrets
@@ -29,11 +28,15 @@ import shutil
 import stat
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from logstream import logformat, sse
+from logstream.errors import BadRequest, JobExists, UnknownJob
+from logstream.fdio import write_all
+from logstream.job import Job
+from logstream.problemlog import PROBLEMS_FILE, Found, ProblemList, decode_records
 from logstream.ring import Block, Chunk
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -42,52 +45,12 @@ LAST_SEQ_SPAN_BYTES = 64 * 1024
 _last_id_time: dt.datetime | None = None
 
 
-class UnknownJob(LookupError):
-    """No job with this ID exists in the data directory."""
-
-
 def default_data_dir() -> Path:
     """``$LOGSTREAM_DATA_DIR``, else ``$XDG_STATE_HOME/logstream`` (``~/.local/state``)."""
     if configured := os.environ.get("LOGSTREAM_DATA_DIR"):
         return Path(configured)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "logstream"
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Job:
-    """A job's metadata, as ``job.json`` stores it and the API shows it."""
-
-    id: str
-    name: str
-    command: list[str]
-    cwd: str = ""
-    status: str = "running"
-    exit_code: int | None = None
-    started_at: str = field(default_factory=utc_now)
-    finished_at: str | None = None
-    lines: int = 0
-    pid: int | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self.status != "running"
-
-    def to_api(self) -> dict[str, object]:
-        shown = asdict(self)
-        del shown["pid"], shown["cwd"]
-        shown["url"] = f"/jobs/{self.id}"
-        return shown
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Job:
-        fields = json.loads(data)
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in fields.items() if k in known})
 
 
 def folder_mode(path: Path) -> int:
@@ -154,13 +117,25 @@ class DataDir:
             if _last_id_time is not None and now <= _last_id_time:
                 now = _last_id_time + dt.timedelta(microseconds=1)
             _last_id_time = now
-            job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(2)
+            job_id = now.strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(8)
             path = self.jobs_path / job_id
             try:
                 make_folder(path)
             except FileExistsError:
                 continue
             return job_id, path
+
+    def named_job_dir(self, job_id: str) -> Path:
+        """A new, empty directory for a job whose ID the caller chose; ``JobExists`` if taken."""
+        if not JOB_ID.fullmatch(job_id):
+            raise BadRequest("a job ID is 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        path = self.jobs_path / job_id
+        self.create()
+        try:
+            make_folder(path)
+        except FileExistsError:
+            raise JobExists(f"job {job_id} already exists") from None
+        return path
 
     def job_ids(self) -> list[str]:
         """IDs of every job with metadata, newest first."""
@@ -176,7 +151,11 @@ class DataDir:
         return sorted(ids, reverse=True)
 
     def read_job(self, job_id: str) -> Job:
-        """The job's metadata; a ``running`` job whose runner is gone reads as ``interrupted``."""
+        """The job's metadata; a ``running`` job whose runner is gone reads as ``interrupted``.
+
+        The runner records ``lines`` in ``job.json`` only at the end: for a job that has not
+        ended, the count is the last line in its log, read after ``job.json``.
+        """
         path = self.job_path(job_id)
         try:
             job = Job.from_json((path / "job.json").read_bytes())
@@ -186,8 +165,9 @@ class DataDir:
             # Re-read: the runner may have finished between the two reads.
             job = Job.from_json((path / "job.json").read_bytes())
             if job.status == "running":
-                job.status = "interrupted"
-                job.lines = LogReader(path).last_seq()
+                job = replace(job, status="interrupted")
+        if job.status in ("running", "interrupted"):
+            job = replace(job, lines=max(job.lines, LogReader(path).last_seq()))
         return job
 
     def remove_job(self, job_id: str) -> bool:
@@ -221,13 +201,58 @@ class DataDir:
 def write_job(path: Path, job: Job) -> None:
     """Replace ``job.json`` atomically (write a temporary file, fsync, rename)."""
     temporary = path / "job.json.tmp"
-    data = json.dumps(asdict(job), indent=1).encode()
+    data = job.to_json()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     with open(os.open(temporary, flags, file_mode(path)), "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path / "job.json")
+
+
+def reopen_log(path: Path) -> int:
+    """Make the files of a job without an end record fit for appending; the last line on disk.
+
+    A writer killed mid-write leaves a torn record at the end of ``log`` (readers ignore it) and
+    maybe index entries past the whole records. Before anyone appends, both are cut back, so the
+    new records follow the last whole one and no index entry points into them by mistake.
+    """
+    log_path, index_path = path / "log", path / "index"
+    with contextlib.suppress(FileNotFoundError), open(log_path, "r+b") as log:
+        size = log.seek(0, os.SEEK_END)
+        span = LAST_SEQ_SPAN_BYTES
+        while True:
+            start = max(0, size - span)
+            log.seek(start)
+            tail = log.read(span)
+            cut = logformat.whole_length(tail)
+            if cut or start == 0:
+                break
+            span *= 4
+        whole = start + cut
+        if whole < size:
+            log.truncate(whole)
+        with contextlib.suppress(FileNotFoundError), open(index_path, "r+b") as index:
+            entries = index.read()
+            keep = 0
+            for _seq, offset, _time_ms in logformat.unpack_index(entries):
+                if offset >= whole:
+                    break
+                keep += logformat.INDEX_ENTRY.size
+            if keep < len(entries):
+                index.truncate(keep)
+    return LogReader(path).last_seq()
+
+
+def changed_at(path: Path) -> float:
+    """Unix time of the last write to the job's files (``UnknownJob`` when there are none)."""
+    times = []
+    for name in ("job.json", "log"):
+        with contextlib.suppress(FileNotFoundError):
+            times.append((path / name).stat().st_mtime)
+    if not times:
+        raise UnknownJob(path.name)
+    return max(times)
 
 
 def hold_run_lock(path: Path) -> int:
@@ -278,15 +303,19 @@ class LogWriter:
         _write_blocks(self._log, [block.payload for block in blocks])
         self._size = offset
         if entries:
-            _write_all(self._index, b"".join(entries))
+            write_all(self._index, b"".join(entries))
         if sync:
             os.fsync(self._log)
 
     def close(self, end_record: bytes) -> None:
         """Append the end record, make everything durable, and close."""
-        _write_all(self._log, end_record)
+        write_all(self._log, end_record)
         os.fsync(self._log)
         os.fsync(self._index)
+        self.close_quietly()
+
+    def close_quietly(self) -> None:
+        """Close without an end record (after a failed write, or to give the job up)."""
         os.close(self._log)
         os.close(self._index)
 
@@ -324,12 +353,6 @@ def _write_blocks(fd: int, payloads: list[bytes]) -> None:
                 break
             written -= size
             at += 1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class LogReader:
@@ -446,9 +469,41 @@ class LogReader:
                 data = file.read()
         except FileNotFoundError:
             return
-        whole = len(data) - len(data) % logformat.INDEX_ENTRY.size
+        whole = logformat.whole_index_length(data)
         for entry in logformat.unpack_index(data[:whole]):
             if not self._seqs or entry[0] > self._seqs[-1]:
                 self._seqs.append(entry[0])
                 self._entries.append(entry)
         self._index_bytes += whole
+
+
+def append_problems(job_path: Path, found: list[Found]) -> None:
+    """Append problem records to the job's ``problems`` file (docs/data-dir.md)."""
+    data = b"".join(item.to_record() for item in found)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    fd = os.open(job_path / PROBLEMS_FILE, flags, file_mode(job_path))
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+class ProblemReader:
+    """Follows a job's ``problems`` file that another process may still be writing."""
+
+    def __init__(self, job_path: Path) -> None:
+        self.path = job_path / PROBLEMS_FILE
+        self.problems = ProblemList()
+        self._offset = 0
+
+    def read_new(self) -> None:
+        """Add the whole records appended since the last call."""
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(self._offset)
+                data = file.read()
+        except FileNotFoundError:
+            return
+        found, used = decode_records(data)
+        self._offset += used
+        self.problems.add(found)

@@ -21,22 +21,30 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Request, Response, request
 from quart_trio import QuartTrio
 
-from logstream import logformat, sse
+from logstream import logformat, routes, sse
+from logstream.backends.protocol import Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.config import Settings
-from logstream.joblog import Cursor, JobLog
+from logstream.errors import (
+    BadRequest,
+    Busy,
+    Forbidden,
+    LogstreamError,
+    UnknownJob,
+    UnsupportedMediaType,
+)
+from logstream.eventstream import EventStream
+from logstream.hosts import HostPolicy
 from logstream.metrics import Metrics
-from logstream.store import UnknownJob
-
-if TYPE_CHECKING:
-    from logstream.taskrunner import TaskRunner
+from logstream.taskrunner import TaskRunner
 
 STATIC = Path(__file__).parent / "static"
 STREAM_HEADERS = {
@@ -60,51 +68,25 @@ BEYOND_ANY_LINE = 10**18
 JOB_LIST_POLL_S = 1.0
 
 
-class HTTPError(Exception):
-    """An answer other than 200: status and a message for the JSON body."""
+def create_app(state: AppState) -> QuartTrio:
+    """The quart-trio app serving ``state.catalog``: every route is defined here.
 
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(HTTPError):
-    """The request is malformed (a resume ID that is not a number, ...)."""
-
-    status = 400
-
-
-class NotFound(HTTPError):
-    """No such job or route."""
-
-    status = 404
-
-
-class Busy(HTTPError):
-    """Too many requests of this kind at once: come back later."""
-
-    status = 503
-
-
-def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
-    """The quart-trio app serving ``catalog``."""
+    With ``state.tasks`` (task-runner mode) it also starts and cancels defined jobs.
+    """
+    catalog, settings, tasks = state.catalog, state.settings, state.tasks
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    state = AppState(catalog, settings)
-    app.extensions["logstream"] = state
 
-    @app.errorhandler(HTTPError)
-    async def http_error(error: HTTPError) -> Response:
-        return _json({"error": error.message}, error.status)
-
-    @app.errorhandler(UnknownJob)
-    async def unknown_job(error: UnknownJob) -> Response:
-        return _json({"error": "no such job"}, 404)
+    @app.errorhandler(LogstreamError)
+    async def domain_error(error: LogstreamError) -> Response:
+        if isinstance(error, UnknownJob) and _wants_page():
+            return await _page("notfound.html", 404)
+        return _json({"error": error.message}, error.error_status_hint)
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
+        if _wants_page():
+            return await _page("notfound.html", 404)
         return _json({"error": "not found"}, 404)
 
     @app.errorhandler(405)
@@ -112,13 +94,8 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         return _json({"error": "method not allowed"}, 405)
 
     # The security headers (CSP, X-Frame-Options, ...) are added by ``server.Guard``, to every
-    # answer, the framework's own errors included.
-    @app.after_request
-    async def cors_headers(response: Response) -> Response:
-        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
-            response.headers["Vary"] = "Origin"
-        return response
+    # answer, the framework's own errors included; CORS headers by the ``cors.Cors`` middleware.
+    hosts = settings.host_policy()
 
     @app.get("/")
     async def index() -> Response:
@@ -129,24 +106,39 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         await catalog.get(job_id)
         return await _page("job.html")
 
+    @app.get("/jobs/<job_id>/")
+    async def job_page_slash(job_id: str) -> Response:
+        await catalog.get(job_id)
+        # Relative, so it works behind a path prefix too.
+        return Response("", status=308, headers={"Location": f"../{job_id}"})
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response("ok\n", content_type="text/plain; charset=utf-8")
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body = state.metrics.render(catalog, state.streams)
+        body = state.metrics.render(catalog.live_logs(), state.streams)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
-        jobs = await trio.to_thread.run_sync(catalog.jobs)
-        return _json({"jobs": [job.to_api() for job in jobs], "defined": state.defined_jobs()})
+        jobs = await catalog.jobs()
+        return _json({"jobs": [job_json(job) for job in jobs], "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        return _json(_job_json(log))
+        problems = await log.read_problems()  # current also for a job another process runs
+        shown = job_json(log.job.with_problems(problems.shown_counts()))
+        shown["cancellable"] = state.cancellable(log.job.id, log.job.ended)
+        return _json(shown)
+
+    @app.get("/api/jobs/<job_id>/problems")
+    async def problems(job_id: str) -> Response:
+        log = await catalog.get(job_id)
+        found = await log.read_problems()
+        return _json({"problems": found.in_line_order()})
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -200,15 +192,36 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         response.timeout = None
         return response
 
+    if tasks is not None:
+
+        @app.post("/api/jobs")
+        async def start_job() -> Response:
+            refuse_cross_site(request, hosts)
+            name = defined_job_name(await _json_object())
+            handle = await tasks.start(name)
+            response = _json(job_json(handle.job), 201)
+            response.headers["Location"] = routes.job_api(handle.id)
+            return response
+
+        @app.post("/api/jobs/<job_id>/cancel")
+        async def cancel_job(job_id: str) -> Response:
+            refuse_cross_site(request, hosts)
+            handle = await tasks.cancel(job_id)
+            return _json(job_json(handle.job), 202)
+
     return app
 
 
 class AppState:
     """What the routes share: the catalog, settings, counters and the shutdown signal."""
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: Settings, tasks: TaskRunner | None = None
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
+        #: Task-runner mode: the jobs a request may start.
+        self.tasks = tasks
         self.metrics = Metrics()
         #: Every open event stream: job logs and job lists (``max_streams`` counts both).
         self.streams = 0
@@ -219,8 +232,6 @@ class AppState:
         self._streams_changed = trio.Event()
         #: The keep-alive scopes of event streams waiting for lines.
         self._waiting: set[trio.CancelScope] = set()
-        #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
-        self.tasks: TaskRunner | None = None
         self.search_limiter = trio.CapacityLimiter(MAX_SEARCHES)
         self.searches_waiting = 0
         self.job_list = JobListWatch(catalog)
@@ -252,6 +263,12 @@ class AppState:
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
+
+    def cancellable(self, job_id: str, ended: bool) -> bool:
+        """Whether ``POST /api/jobs/<ID>/cancel`` would stop the job: this server runs it."""
+        return (
+            self.tasks is not None and not ended and self.tasks.supervisor.get(job_id) is not None
+        )
 
     def shut_down(self) -> None:
         """End every stream without an ``end`` event, so clients resume elsewhere or later."""
@@ -285,30 +302,19 @@ class AppState:
         self._streams_changed = trio.Event()
 
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        cursor = Cursor(after)
-        opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
+        stream = EventStream(after, self.settings.retry_ms)
         while not self.shutting_down.is_set():
-            read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
-            chunk = read.chunk
-            if chunk.payload:
-                prefix = b""
-                if opening is not None:
-                    prefix, opening = opening, None
-                    # The client learns when these lines were read, even mid-block.
-                    if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
-                        prefix += sse.encode_time(chunk.time_ms)
-                if read.first > cursor.seq + 1:
-                    prefix += sse.encode_gap(read.first)
-                yield prefix + chunk.payload if prefix else chunk.payload
-                cursor.seq = chunk.last
+            read = await log.read_after(stream.cursor, self.settings.stream_chunk_bytes)
+            if stream.problems_due() and (news := stream.problems(await log.read_problems())):
+                yield news  # the problems that the lines sent so far completed
+            if read.chunk.payload:
+                yield stream.chunk(read)
                 continue
-            if opening is not None:
+            if (opening := stream.opening()) is not None:
                 yield opening
-                opening = None
             # Everything the log has is sent: only now may the end follow.
-            job = log.job
-            if job.ended and cursor.seq >= log.last:
-                yield sse.encode_end(job.status, job.exit_code)
+            if (end := stream.end(log.job, log.last)) is not None:
+                yield stream.problems(await log.read_problems(), all_of_them=True) + end
                 return
             # No task per wait (a nursery here cost more than the send itself under load):
             # shut_down() cancels the scopes of waiting streams directly.
@@ -317,11 +323,10 @@ class AppState:
                 if self.shutting_down.is_set():
                     waited.cancel()  # shut_down() ran during the read above: do not wait
                 try:
-                    if log.last > cursor.seq:
-                        # A newer line is known but its record is not whole on disk yet.
+                    if stream.line_pending(log.last):
                         await trio.sleep(0.05)
                     else:
-                        await log.wait_beyond(cursor.seq)
+                        await log.wait_beyond(stream.cursor.seq)
                 finally:
                     self._waiting.discard(waited)
             if waited.cancelled_caught and not self.shutting_down.is_set():
@@ -385,12 +390,12 @@ class JobListWatch:
             if fresh and self._read_version == self.catalog.version:
                 return
             self._read_version = self.catalog.version
-            jobs = await trio.to_thread.run_sync(self.catalog.jobs)
+            jobs = await self.catalog.jobs()
             self._read_at = trio.current_time()
             changed = []
             shown_now: dict[str, dict[str, Any]] = {}
             for job in jobs:
-                shown = job.to_api()
+                shown = job_json(job)
                 shown_now[job.id] = shown
                 if self._shown.get(job.id) != shown:
                     changed.append(_event("job", shown))
@@ -437,19 +442,90 @@ def _event(name: str, data: object) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def defined_job_name(body: dict[str, Any]) -> str:
+    """The job a start request names: ``{"name": "..."}`` and nothing else."""
+    extra = sorted(set(body) - {"name"})
+    if extra:
+        raise BadRequest(
+            f"unknown field {extra[0]!r}: a request only names a job of the jobs file; "
+            "its command, arguments, env and cwd come from that file"
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest('give the job to start as {"name": "..."}')
+    return name
+
+
+def refuse_cross_site(request: Request, hosts: HostPolicy) -> None:
+    """Refuse a state-changing request another site may have sent.
+
+    Starting and cancelling change state, so besides the token (checked by ``server.Guard``
+    before routing) they are refused from other sites (CSRF): a request with a body must say
+    ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
+    browser ask the server first, a CORS preflight that we do not grant), and when it carries
+    an ``Origin`` header, its host must be one this server answers to (loopback, the bound
+    address, ``--allow-host`` names) or it must be the ``--cors-origin`` origin. Never the
+    request's own ``Host``: under DNS rebinding that is the attacker's name
+    (``hosts.HostPolicy``). A request without a body carries nothing to forge and needs no
+    Content-Type (``curl -X POST .../cancel``): the ``Origin`` and ``Sec-Fetch-Site`` checks
+    and the token stand against other sites."""
+    content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    has_body = bool(request.content_length) or "transfer-encoding" in request.headers
+    if has_body and content_type != "application/json":
+        raise UnsupportedMediaType("send Content-Type: application/json")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        if not hosts.origin_allowed(origin):
+            raise Forbidden(
+                f"cross-origin request refused (Origin {origin[:100]!r}): only pages on "
+                "loopback names, on --allow-host names or on the --cors-origin may start "
+                "or cancel jobs"
+            )
+    elif request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        raise Forbidden("cross-site request refused")
+
+
+async def _json_object() -> dict[str, Any]:
+    """The request's body: a JSON object (empty counts as ``{}``)."""
+    raw = await request.get_data(as_text=False)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
 def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
 
 
-def _job_json(log: JobLog) -> dict[str, object]:
-    shown = log.job.to_api()
-    shown["lines"] = max(log.last, log.job.lines)
+def job_json(job: Job) -> dict[str, object]:
+    """The job as the HTTP API shows it (without the runner's process ID and folder, and
+    without the fingerprint of the runner token that created a remote job)."""
+    shown = asdict(job)
+    del shown["pid"], shown["cwd"], shown["owner"]
+    shown["command"] = list(job.command)
+    if job.meta:
+        shown["meta"] = dict(job.meta)
+    else:
+        del shown["meta"]
+    shown["url"] = routes.job_page(job.id)
+    shown["problems"] = {
+        severity: job.problems.get(severity, 0) for severity in ("error", "warning")
+    }
     return shown
 
 
-async def _page(name: str) -> Response:
+def _wants_page() -> bool:
+    """A browser asking for a page (not the API, not a script): a 404 is a page then."""
+    return not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
+
+
+async def _page(name: str, status: int = 200) -> Response:
     html = await trio.Path(STATIC / name).read_bytes()
-    response = Response(html, content_type="text/html; charset=utf-8")
+    response = Response(html, status=status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     return response
 
@@ -461,8 +537,8 @@ def _number(value: str | None, name: str) -> int | None:
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     digits = value.lstrip("0")
-    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
-    # beyond every line there will ever be.
+    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any
+    # value this long is beyond every line there will ever be.
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
@@ -490,7 +566,7 @@ async def _plain_text(log: JobLog) -> AsyncIterator[bytes]:
         if not read.chunk.payload:
             return
         yield logformat.plain_text(read.chunk.payload)
-        cursor.seq = read.chunk.last
+        cursor = read.next
 
 
 async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, object]:
@@ -516,7 +592,7 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             size += len(line[2])
         end_seq = lines[-1][0] if lines else chunk.last
         times += [t for t in logformat.iter_times(chunk.payload, chunk.last + 1) if t[0] <= end_seq]
-        cursor.seq = end_seq
+        cursor = read.next if end_seq == chunk.last else Cursor(end_seq)
     return {
         "lines": lines,
         "times": times,
@@ -537,7 +613,7 @@ async def _search(log: JobLog, query: str, limit: int) -> tuple[list[int], bool]
         chunk = read.chunk
         if not chunk.payload:
             return matches, False
-        cursor.seq = chunk.last
+        cursor = read.next
         found = await trio.to_thread.run_sync(
             logformat.search_lines, chunk.payload, needle, limit - len(matches)
         )

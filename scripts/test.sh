@@ -4,9 +4,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real: Chromium for the viewer tests.
+# Debian packages the tests drive for real: Chromium for the viewer tests, nginx (its own
+# instance, started by tests/test_nginx.py) in front of the server for the docs/ci.md config.
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 if [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -14,6 +14,10 @@ import trio
 
 DEADLINE_S = 30
 URL_LINE = re.compile(rb"^logstream: job (?P<id>[A-Za-z0-9_-]+) live at (?P<url>http://\S+)\n")
+END_LINE = re.compile(
+    rb"logstream: job (?P<id>[A-Za-z0-9_-]+) (?P<status>succeeded|failed|cancelled) "
+    rb"\(exit status (?P<code>\d+)\) after [^;\n]+; (?P<where>[^\n]+)\n\Z"
+)
 SERVING_LINE = re.compile(rb"^logstream: serving at (?P<url>http://\S+)/\n")
 
 
@@ -106,6 +110,42 @@ async def start_logstream(
 
     nursery.start_soon(reap)
     return running
+
+
+async def start_serve(nursery: trio.Nursery, data_dir: Path, *args: str) -> tuple[Logstream, str]:
+    """`logstream serve` on a free port; its base URL once it listens."""
+    serving = await start_logstream(
+        nursery, "serve", "--port", "0", "--data-dir", str(data_dir), *args
+    )
+    return serving, await serving.wait_for_serving()
+
+
+async def start_runner(
+    nursery: trio.Nursery,
+    server: str,
+    data_dir: Path,
+    script: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> tuple[Logstream, str]:
+    """`logstream run --server SERVER` of a Python script; its job ID once it named its page."""
+    running = await start_logstream(
+        nursery,
+        "run",
+        "--server",
+        server,
+        "--data-dir",
+        str(data_dir),
+        *args,
+        "--",
+        sys.executable,
+        "-c",
+        script,
+        env=env,
+    )
+    job_id, url = await running.wait_for_url()
+    assert url == f"{server}/jobs/{job_id}"
+    return running, job_id
 
 
 def live_processes_in_group(pgid: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""`logstream run` end to end (contract §2): a real logstream process running a real command."""
+"""`logstream run` end to end: a real logstream process running a real command."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import trio
 
 from .processes import (
     DEADLINE_S,
+    END_LINE,
     URL_LINE,
     Logstream,
     is_running,
@@ -43,7 +44,9 @@ async def test_url_line_first_then_output_copied_byte_for_byte(nursery: trio.Nur
     assert bytes(running.stdout) == b"out \xff\x00 one\r\nprogress\rdone\nno final newline"
     first, rest = bytes(running.stderr).split(b"\n", 1)
     assert URL_LINE.match(first + b"\n")
-    assert rest == b"err \xe2\x82\n"
+    command_stderr, end_line = rest.split(b"\n", 1)
+    assert command_stderr + b"\n" == b"err \xe2\x82\n"
+    assert END_LINE.match(end_line)
 
 
 @pytest.mark.parametrize("exit_code", [0, 1, 3])
@@ -247,7 +250,7 @@ async def test_ctrl_c_exits_promptly_even_when_our_stdout_is_stuck(nursery: trio
             stderr += await process.stderr.receive_some()
     # stdout is never read: `yes` fills the pipe and the terminal copy's buffer, then blocks.
     process.send_signal(signal.SIGINT)
-    with trio.fail_after(15):  # contract §2: exits within 15 s of the first signal
+    with trio.fail_after(15):  # run exits within 15 s of the first signal
         code = await process.wait()
     assert code == 128 + signal.SIGINT
 
@@ -354,3 +357,162 @@ async def test_a_second_ctrl_c_kills_a_job_that_ignores_the_first(nursery: trio.
     with trio.fail_after(8):  # well within the 10 s grace the first Ctrl-C alone would take
         code = await running.process.wait()
     assert code == 128 + signal.SIGKILL
+
+
+async def test_the_last_line_says_how_the_job_ended_and_where_its_log_stays(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    running, code = await run_to_end(
+        nursery, "--data-dir", str(data_dir), "--", "sh", "-c", "echo oops >&2; exit 3"
+    )
+    assert code == 3
+    job_id = URL_LINE.match(bytes(running.stderr))["id"].decode()  # type: ignore[index]
+    end = END_LINE.search(bytes(running.stderr))
+    assert end is not None, running.stderr
+    assert (end["id"].decode(), end["status"], end["code"]) == (job_id, b"failed", b"3")
+    # Our own server is gone: it says how to serve the log again.
+    assert end["where"].decode() == (
+        f"to see its log again: logstream serve --data-dir {data_dir}, "
+        f"then http://127.0.0.1:8765/jobs/{job_id}"
+    )
+
+
+async def test_run_names_the_page_of_a_serve_on_the_same_data_dir_and_opens_no_port(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", str(data_dir))
+    base = await server.wait_for_serving()
+    running = await start_logstream(
+        nursery, "run", "--data-dir", str(data_dir), "--", "sh", "-c", "echo one; echo two >&2"
+    )
+    job_id, url = await running.wait_for_url()
+    assert url == f"{base}/jobs/{job_id}"
+    assert await running.wait_exit() == 0
+    end = END_LINE.search(bytes(running.stderr))
+    assert end is not None and end["where"].decode() == f"its log: {url}"
+    # The page outlives the run: the server has the whole job.
+    async with httpx.AsyncClient() as client:
+        job = (await client.get(f"{base}/api/jobs/{job_id}")).json()
+        log = (await client.get(f"{base}/api/jobs/{job_id}/log")).text
+    assert (job["status"], job["lines"]) == ("succeeded", 2)
+    assert sorted(log.splitlines()) == ["one", "two"]
+    # Once the server is gone, a run serves its job itself again.
+    server.signal(signal.SIGTERM)
+    assert await server.wait_exit() == 0
+    assert not list((data_dir / "servers").glob("*.json"))
+    alone = await start_logstream(nursery, "run", "--data-dir", str(data_dir), "--", "true")
+    _, own_url = await alone.wait_for_url()
+    assert not own_url.startswith(base)
+    assert await alone.wait_exit() == 0
+
+
+async def test_a_serve_that_died_without_cleaning_up_is_not_named(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", str(data_dir))
+    base = await server.wait_for_serving()
+    server.signal(signal.SIGKILL)
+    await server.wait_exit()
+    assert list((data_dir / "servers").glob("*.json"))  # left behind by kill -9
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--data-dir", str(data_dir), "--", "true"
+    )
+    _, url = await running.wait_for_url()
+    assert await running.wait_exit() == 0
+    assert not url.startswith(base)
+    alone = await start_logstream(nursery, "run", "--data-dir", str(data_dir), "--", "true")
+    _, url = await alone.wait_for_url()
+    assert await alone.wait_exit() == 0
+    assert not url.startswith(base)
+    assert not list((data_dir / "servers").glob("*.json"))  # the stale one was removed
+
+
+async def test_ctrl_c_says_what_happens_next(nursery: trio.Nursery) -> None:
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--", "sh", "-c", "echo ready; exec sleep 1000"
+    )
+    with trio.fail_after(DEADLINE_S):
+        while b"ready" not in running.stdout:
+            await running.changed.wait()
+    running.signal(signal.SIGINT)
+    assert await running.wait_exit() == 128 + signal.SIGINT
+    lines = bytes(running.stderr).decode().splitlines()
+    assert lines[1] == (
+        "logstream: got Ctrl-C: told the job to stop; it is killed in 10 s, "
+        "or now on a second Ctrl-C"
+    )
+    assert lines[2].startswith(f"logstream: job {lines[0].split()[2]} cancelled (exit status 130)")
+
+
+async def test_a_signal_ends_the_linger_too(nursery: trio.Nursery) -> None:
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--linger", "600", "--", "sh", "-c", "echo ready; sleep 1000"
+    )
+    with trio.fail_after(DEADLINE_S):
+        while b"ready" not in running.stdout:
+            await running.changed.wait()
+    running.signal(signal.SIGTERM)
+    # Without the fix it would serve on for 600 s; the contract allows 15 s.
+    assert await running.wait_exit() == 128 + signal.SIGTERM
+
+
+async def test_a_signal_during_the_linger_ends_it(nursery: trio.Nursery) -> None:
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--linger", "600", "--", "echo", "done"
+    )
+    await running.wait_for(END_LINE)
+    running.signal(signal.SIGTERM)
+    assert await running.wait_exit() == 0
+
+
+async def test_an_unknown_option_is_a_usage_error_before_or_after_options(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    for args in (
+        ["run", "--pty-sise", "100x30", "--", "touch", str(tmp_path / "ran")],
+        ["run", "--port", "0", "--pty-sise", "100x30", "touch", str(tmp_path / "ran")],
+        ["run", "--pty-size", "wide", "--", "touch", str(tmp_path / "ran")],
+    ):
+        running = await start_logstream(nursery, *args)
+        assert await running.wait_exit() == 2
+        message = bytes(running.stderr).decode()
+        assert message.startswith("logstream: "), message
+        assert "--pty-si" in message and "logstream run --help" in message
+        assert message.count("\n") == 1
+    assert not (tmp_path / "ran").exists()
+    # After the command, options are the command's own.
+    running, code = await run_to_end(nursery, "sh", "-c", "echo $1", "sh", "--pty-sise")
+    assert (code, bytes(running.stdout)) == (0, b"--pty-sise\n")
+
+
+async def test_an_unresolvable_host_says_so(nursery: trio.Nursery) -> None:
+    running = await start_logstream(nursery, "run", "--host", "no-such-host.invalid", "--", "true")
+    assert await running.wait_exit() == 2
+    message = bytes(running.stderr).decode()
+    assert message.startswith("logstream: cannot listen on --host no-such-host.invalid: ")
+    assert "token" not in message
+
+
+async def test_help_names_the_environment_defaults_and_exit_statuses(
+    nursery: trio.Nursery,
+) -> None:
+    helps = {}
+    for command in ("run", "serve", "tail", "gc"):
+        running = await start_logstream(nursery, command, "--help")
+        assert await running.wait_exit() == 0
+        helps[command] = " ".join(bytes(running.stdout).decode().split())
+    for command in ("run", "serve", "gc"):
+        assert "[env var: LOGSTREAM_DATA_DIR]" in helps[command]
+    for command in ("run", "serve", "tail"):
+        assert "[env var: LOGSTREAM_TOKEN]" in helps[command]
+    assert "LOGSTREAM_MASK" in helps["run"]
+    assert "at most 5 s after the job ends" in helps["run"]  # the --linger default
+    assert "[default: --pty when this process's stdout is a terminal, else pipes]" in helps["run"]
+    assert "without one 80x24" in helps["run"]
+    for status in ("128+N", "127", "126", "2 usage error"):
+        assert status in helps["run"]
+    assert "Usage: logstream gc [--data-dir DIR] [--keep-days N] [--keep-jobs N]" in helps["gc"]
+    assert "--keep-days, --keep-jobs or both" in helps["gc"]

@@ -1,4 +1,4 @@
-"""The data dir as the source of truth (contract §2-§4): `serve` beside `run`, crashes, gc."""
+"""The data dir as the source of truth (docs/data-dir.md): `serve` beside `run`, crashes, gc."""
 
 from __future__ import annotations
 
@@ -202,7 +202,13 @@ def test_pure_core_imports_no_async_framework() -> None:
     code = (
         "import sys\n"
         "import logstream.lines, logstream.ring, logstream.sse\n"
-        "import logstream.logformat, logstream.mask, logstream.hosts\n"
+        "import logstream.logformat, logstream.mask, logstream.config, logstream.jobsfile\n"
+        "import logstream.jobspec, logstream.job, logstream.routes, logstream.errors\n"
+        "import logstream.backends.protocol, logstream.metrics, logstream.asgi\n"
+        "import logstream.fdio, logstream.cors, logstream.reconnect\n"
+        "import logstream.eventstream, logstream.hosts\n"
+        "import logstream.ingest, logstream.upload, logstream.cimeta\n"
+        "import logstream.problems, logstream.matchers, logstream.workflow, logstream.problemlog\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )
@@ -284,3 +290,61 @@ async def test_serve_shows_the_current_state_of_a_job_another_process_runs(
     for server in (serving, observing):
         server.signal(signal.SIGTERM)
         assert await server.wait_exit() == 0
+
+
+async def test_the_list_and_the_job_agree_on_a_running_jobs_line_count(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "data")
+    release = tmp_path / "release"
+    script = (
+        "import os, sys, time\n"
+        "print('one'); print('two', file=sys.stderr); sys.stdout.flush()\n"
+        f"while not os.path.exists({str(release)!r}): time.sleep(0.01)\n"
+    )
+    running = await start_logstream(
+        nursery, "run", "--port", "0", "--quiet", "--data-dir", data_dir, "--", PY, "-c", script
+    )
+    job_id, _ = await running.wait_for_url()
+    serving = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", data_dir)
+    base = await serving.wait_for_serving()
+    await read_stream_until(f"{base}/api/jobs/{job_id}/events", 2)  # both are on disk
+    async with httpx.AsyncClient(timeout=DEADLINE_S) as client:
+        listed = (await client.get(f"{base}/api/jobs")).json()["jobs"]
+        job = (await client.get(f"{base}/api/jobs/{job_id}")).json()
+    (entry,) = [shown for shown in listed if shown["id"] == job_id]
+    assert (entry["status"], entry["lines"]) == (job["status"], job["lines"]) == ("running", 2)
+    await trio.Path(release).touch()
+    assert await running.wait_exit() == 0
+    serving.signal(signal.SIGTERM)
+    assert await serving.wait_exit() == 0
+
+
+async def test_a_job_removed_by_gc_is_404_everywhere_on_a_serve_that_had_opened_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "data")
+    ids = []
+    for n in range(2):
+        running = await start_logstream(
+            nursery, "run", "--port", "0", "--data-dir", data_dir, "--", "echo", str(n)
+        )
+        ids.append((await running.wait_for_url())[0])
+        assert await running.wait_exit() == 0
+    old = ids[0]
+    serving = await start_logstream(nursery, "serve", "--port", "0", "--data-dir", data_dir)
+    base = await serving.wait_for_serving()
+    paths = [f"/api/jobs/{old}", f"/api/jobs/{old}/events", f"/api/jobs/{old}/log", f"/jobs/{old}"]
+    async with httpx.AsyncClient(timeout=DEADLINE_S) as client:
+        for path in paths:  # the server opens the job and keeps it
+            assert (await client.get(f"{base}{path}")).status_code == 200
+        gc = await start_logstream(nursery, "gc", "--data-dir", data_dir, "--keep-jobs", "1")
+        assert await gc.wait_exit() == 0
+        listed = [job["id"] for job in (await client.get(f"{base}/api/jobs")).json()["jobs"]]
+        assert listed == [ids[1]]
+        for path in paths:
+            response = await client.get(f"{base}{path}")
+            assert response.status_code == 404, path
+            assert response.json() == {"error": "no such job"}
+    serving.signal(signal.SIGTERM)
+    assert await serving.wait_exit() == 0

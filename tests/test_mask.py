@@ -1,4 +1,5 @@
-"""Secret masking (pure): as a reader sees a line, across the line cut, overlapping secrets."""
+"""Secret masking (pure): on whole lines, as a reader sees a line, across the line cut,
+overlapping secrets."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logstream.lines import LineSplitter
-from logstream.mask import ESCAPE, Masker
+from logstream.mask import ESCAPE, MASK, Masker
 
 SECRET = "hunter2-s3cret-value"
 
@@ -126,3 +127,26 @@ def test_no_escape_sequence_cut_or_dangling_uncovers_a_secret(
     # line, read on its own as the viewer shows it, holds no secret, raw or as it reads.
     for line in split(chunked("".join(parts).encode(), cuts), Masker(SECRETS), limit):
         assert not any(secret in ESCAPE.sub("", line) or secret in line for secret in SECRETS)
+
+
+def test_values_of_named_variables_are_masked_and_unset_ones_skipped() -> None:
+    masker = Masker.from_env(["TOKEN", "UNSET", "EMPTY"], {"TOKEN": "s3cret", "EMPTY": ""})
+    assert masker.apply(["token=s3cret", "nothing here"]) == [f"token={MASK}", "nothing here"]
+    assert masker.mask("curl -H 'x: s3cret'") == f"curl -H 'x: {MASK}'"
+
+
+def test_a_secret_containing_another_is_hidden_whole() -> None:
+    masker = Masker(["abc", "abcdef"])
+    assert masker.apply(["xabcdefx abc"]) == [f"x{MASK}x {MASK}"]
+
+
+def test_a_multi_line_secret_is_masked_line_by_line() -> None:
+    masker = Masker(["first\nsecond"])
+    assert masker.apply(["a first", "second b"]) == [f"a {MASK}", f"{MASK} b"]
+
+
+def test_no_secrets_returns_the_same_lines_and_is_false() -> None:
+    lines = ["a", "b"]
+    masker = Masker([" ", ""])
+    assert not masker
+    assert masker.apply(lines) is lines

@@ -22,8 +22,9 @@ import trio
 
 import logstream
 from logstream.config import Settings
+from logstream.job import Job
 from logstream.sse import SSEParser
-from logstream.store import DataDir, Job, write_job
+from logstream.store import DataDir, write_job
 from logstream.web import MAX_PAGE_BYTES, MAX_SEARCHES, MAX_SEARCHES_WAITING
 
 from .conftest import Server, running_server, with_settings
@@ -89,6 +90,23 @@ async def test_without_a_token_a_foreign_host_is_refused_and_loopback_names_are_
             assert (await client.get("/api/jobs", headers={"Host": host})).status_code == 200
         # A health check names nothing: a load balancer may probe with any Host.
         assert (await client.get("/healthz", headers={"Host": "10.0.0.5"})).status_code == 200
+
+
+async def test_without_a_token_the_ingest_routes_refuse_a_foreign_host_too(
+    server: Server,
+) -> None:
+    port = port_of(server.url)
+    async with server.client() as client:
+        refused = await client.put(
+            "/api/ingest/jobs/rebound-job",
+            json={"name": "rebound", "command": ["true"]},
+            headers={"Host": f"evil.example:{port}"},
+        )
+        assert refused.status_code == 403
+        assert "Host" in refused.json()["error"]
+        assert refused.headers["x-frame-options"] == "DENY"
+        jobs = (await client.get("/api/jobs")).json()["jobs"]
+        assert all(job["id"] != "rebound-job" for job in jobs)
 
 
 async def test_allow_host_serves_that_name_from_the_command_line(
@@ -306,6 +324,12 @@ async def test_a_bad_token_file_or_both_token_options_are_usage_errors(tmp_path:
     ]:
         result = await run_cli("serve", "--port", "0", "--data-dir", data, *options)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+    # ``push`` reads its runner token the same way (nothing is uploaded on a bad file).
+    server = "http://127.0.0.1:9"
+    result = await run_cli(
+        "push", "--server", server, "--data-dir", data, "--token-file", str(empty)
+    )
+    assert result.returncode == 2 and b"is empty" in result.stderr, result.stderr
 
 
 # ---- Bounded pages, streams and searches ----------------------------------------------------
@@ -392,10 +416,10 @@ async def test_many_job_list_streams_share_one_reader_of_the_job_list(server: Se
     reads = 0
     jobs = server.catalog.jobs
 
-    def counting_jobs(limit: int = 500) -> list[Job]:
+    async def counting_jobs(limit: int = 500) -> list[Job]:
         nonlocal reads
         reads += 1
-        return jobs(limit)
+        return await jobs(limit)
 
     # Jobs of another process sharing the data directory appear only on disk.
     for index in range(100):

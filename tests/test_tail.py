@@ -1,4 +1,4 @@
-"""``logstream tail`` (contract §6): the real CLI in a subprocess against real servers."""
+"""``logstream tail`` (docs/tail.md): the real CLI in a subprocess against real servers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -14,20 +15,24 @@ from pathlib import Path
 
 import pytest
 import trio
-from httpx_sse import ServerSentEvent
+import trio.testing
 
 import logstream
+from logstream.sse import SSEParser
 from logstream.tail import (
+    DEFAULT_RECONNECT_FOR_S,
     EXIT_CANCELLED,
     EXIT_INTERRUPTED,
     EXIT_NO_SUCH_JOB,
     EXIT_UNAUTHORIZED,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Output,
     Tail,
     TailError,
     exit_status,
     parse_target,
+    tail,
 )
 
 from .livejobs import DEADLINE_S, cli, cli_env, has_lines, read_events, run_cli
@@ -450,14 +455,23 @@ def test_exit_status_follows_the_jobs_end() -> None:
 def test_a_gap_is_reported_and_no_line_is_printed_twice() -> None:
     out, err = io.BytesIO(), io.BytesIO()
     tail = Tail(parse_target("http://h/jobs/x"), Output(out, err))
-    for event in [
-        ServerSentEvent(retry=1000),
-        ServerSentEvent(data="one", id="1"),
-        ServerSentEvent(event="gap", data='{"first": 5}', id="1"),
-        ServerSentEvent(data="five", id="5"),
-        ServerSentEvent(data="five again", id="5"),  # a repeat is never printed
-        ServerSentEvent(event="stderr", data="six\nwith a carriage return", id="6"),
-    ]:
+    stream = (
+        b"retry: 1000\n\n"
+        b"id: 1\ndata: one\n\n"
+        b'event: gap\ndata: {"first": 5}\n\n'
+        b"id: 5\ndata: five\n\n"
+        b"id: 5\ndata: five again\n\n"  # a repeat is never printed
+        b"id: 6\nevent: stderr\ndata: six\ndata: with a carriage return\n\n"
+    )
+    parser = SSEParser()
+    # One byte at a time: events split anywhere are handled the same.
+    events = [
+        event
+        for byte in range(len(stream))
+        for event in tail._feed(parser, stream[byte : byte + 1])
+    ]
+    assert tail.retry_ms == 1000
+    for event in events:
         assert tail._handle(event) is None
     tail.output.flush()
     assert out.getvalue() == b"one\nfive\n"
@@ -466,3 +480,49 @@ def test_a_gap_is_reported_and_no_line_is_printed_twice() -> None:
         b"six\rwith a carriage return\n"
     )
     assert tail.last == 6
+
+
+async def test_a_url_that_never_answered_fails_within_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with socket.socket() as closed:  # bound but not listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        stdout, stderr = io.BytesIO(), io.BytesIO()
+        started = trio.current_time()
+        status = await tail(f"http://127.0.0.1:{port}/jobs/x", stdout=stdout, stderr=stderr)
+        waited = trio.current_time() - started
+    assert status == EXIT_UNAVAILABLE
+    assert waited < 30  # virtual seconds; not the 600 s kept for a server that went away
+    message = stderr.getvalue().decode()
+    assert message.splitlines()[-1].startswith(
+        f"logstream: giving up: http://127.0.0.1:{port} never answered ("
+    )
+    assert message.endswith("is the URL right and its server running?\n")
+
+
+async def test_a_server_that_answered_before_gets_the_long_patience(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def answer_once_then_vanish() -> None:
+        async with listeners[0] as listener:
+            stream = await listener.accept()
+            async with stream:
+                await stream.receive_some(65536)
+                await stream.send_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_once_then_vanish)
+        started = trio.current_time()
+        status = await tail(f"http://127.0.0.1:{port}/jobs/x", stdout=stdout, stderr=stderr)
+        waited = trio.current_time() - started
+    assert status == EXIT_UNAVAILABLE
+    assert waited >= DEFAULT_RECONNECT_FOR_S
+    assert b"unreachable for 600 s" in stderr.getvalue()

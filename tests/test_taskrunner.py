@@ -1,4 +1,4 @@
-"""Task-runner mode (contract §8): start and cancel defined jobs over HTTP, real server and jobs."""
+"""Task-runner mode (docs/task-runner.md): start and cancel defined jobs over HTTP, for real."""
 
 from __future__ import annotations
 
@@ -160,6 +160,30 @@ async def test_cancel_ends_the_job_cancelled_and_leaves_no_process(tmp_path: Pat
         assert "already ended" in again.json()["error"]
         unknown = await client.post("/api/jobs/nope/cancel", headers=JSON)
         assert unknown.status_code == 404
+
+
+async def test_a_bodiless_cancel_needs_no_content_type_but_is_refused_cross_site(
+    tmp_path: Path,
+) -> None:
+    async with task_server(tmp_path) as (server, client):
+        for cross_site in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            job = (await start(client, "sleeper")).json()
+            # An HTML form on another site: a POST without JSON, refused by where it comes from.
+            refused = await client.post(
+                f"/api/jobs/{job['id']}/cancel",
+                headers={"Content-Type": "application/x-www-form-urlencoded", **cross_site},
+            )
+            assert refused.status_code == 403
+            # What `curl -X POST URL` sends: no body, no Content-Type.
+            response = await client.post(f"/api/jobs/{job['id']}/cancel")
+            assert response.status_code == 202
+            events = await read_events(server.url, job["id"])
+            assert events.end is not None and events.end["status"] == "cancelled"
+        # A body still has to be JSON.
+        job = (await start(client, "sleeper")).json()
+        form = await client.post(f"/api/jobs/{job['id']}/cancel", data={"x": "1"})
+        assert form.status_code == 415
+        assert (await client.post(f"/api/jobs/{job['id']}/cancel")).status_code == 202
 
 
 async def test_timeout_cancels_the_job_and_says_so_in_its_log(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
@@ -310,6 +311,10 @@ def test_colours_render_and_stderr_is_marked(page: Page, serve: Child, data_dir:
     stderr = page.locator("#rows .r", has_text="a line on stderr")
     expect(stderr).to_have_class(re.compile(r"\be\b"))
     expect(page.locator("#rows .r.e")).to_have_count(1)
+    # stderr is not an error: no red background, a quiet grey mark in the gutter.
+    assert stderr.evaluate("r => getComputedStyle(r).backgroundColor") == "rgba(0, 0, 0, 0)"
+    mark = stderr.locator(".n").evaluate("n => getComputedStyle(n).borderLeftColor")
+    assert mark == "rgb(175, 184, 193)"
     shot(page, "nasty-light")
 
 
@@ -710,3 +715,118 @@ def test_defined_jobs_get_run_buttons_that_post_their_name(page: Page, serve: Ch
     expect(page.locator(f'.job[data-id="{job["id"]}"] .status')).to_have_text("running")
     assert posted == [{"name": "build"}]
     expect(page.locator(f'.job[data-id="{job["id"]}"] .cancel')).to_be_visible()
+
+
+def test_a_remote_jobs_list_row_and_page_show_who_ran_it(
+    page: Page, serve: Child, tmp_path: Path
+) -> None:
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "acme/rocket",
+        "GITHUB_RUN_ID": "42",
+        "GITHUB_SHA": "0123456789abcdef",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_WORKFLOW": "CI",
+        "GITHUB_JOB": "test",
+    }
+    runner = start(
+        [
+            *("run", "--quiet", "--server", serve.base, "--data-dir", str(tmp_path / "runner")),
+            *("--", "python3", "-c", "print('from a CI runner')"),
+        ],
+        env,
+    )
+    assert runner.process.wait(timeout=60) == 0
+    page.goto(serve.base + "/")
+    ci = page.locator(f'.job[data-id="{runner.job_id}"] .ci')
+    expect(ci).to_contain_text("acme/rocket · main · 01234567 · CI / test · on ")
+    expect(ci.get_by_role("link", name="CI / test")).to_have_attribute(
+        "href", "https://github.com/acme/rocket/actions/runs/42"
+    )
+    page.goto(f"{serve.base}/jobs/{runner.job_id}")
+    expect(page.locator("#rows .r", has_text="from a CI runner")).to_be_visible()
+    expect(page.locator("#ci").get_by_role("link", name="01234567")).to_have_attribute(
+        "href", "https://github.com/acme/rocket/commit/0123456789abcdef"
+    )
+    shot(page, "remote-job")
+
+
+def test_job_list_has_headers_and_shows_a_command_once_on_one_line(
+    page: Page, serve: Child, data_dir: Path
+) -> None:
+    long_arg = "x" * 400
+    unnamed = finished_job(data_dir, "python3", "-c", "print('hi')", long_arg)
+    child = start(
+        ["run", "--quiet", "--port", "0", "--data-dir", str(data_dir), "--name", "tests", "--",
+         "python3", "-c", "pass"]
+    )  # fmt: skip
+    assert child.process.wait(timeout=60) == 0
+    named = child.job_id
+    page.goto(serve.base + "/")
+    expect(page.locator("#jobs-head")).to_be_visible()
+    expect(page.locator("#jobs-head span")).to_have_text(
+        ["Status", "Problems", "Job", "Command", "Started", "Duration", "Exit", ""]
+    )
+    unnamed_row = page.locator(f'.job[data-id="{unnamed}"]')
+    expect(unnamed_row.locator(".job-name")).to_have_text(
+        f"python3 -c 'print('\"'\"'hi'\"'\"')' {long_arg}"[:200]
+    )
+    expect(unnamed_row.locator(".command")).to_have_text("")  # not a second time
+    assert long_arg in (unnamed_row.locator(".command").get_attribute("title") or "")
+    named_row = page.locator(f'.job[data-id="{named}"]')
+    expect(named_row.locator(".job-name")).to_have_text("tests")
+    expect(named_row.locator(".command")).to_have_text("python3 -c pass")
+    # One line each, cut with an ellipsis; the whole text is in the tooltip.
+    name = unnamed_row.locator(".job-name")
+    line_height = float(name.evaluate("n => parseFloat(getComputedStyle(n).lineHeight)"))
+    assert name.evaluate("n => n.getBoundingClientRect().height") <= line_height + 1
+    assert name.evaluate("n => n.scrollWidth > n.clientWidth")
+    assert name.evaluate("n => getComputedStyle(n).textOverflow") == "ellipsis"
+    assert long_arg in (name.get_attribute("title") or "")
+    shot(page, "list-headers")
+
+
+def test_a_wrong_job_or_a_trailing_slash_in_the_browser_gives_a_page_with_a_way_back(
+    page: Page, serve: Child, data_dir: Path
+) -> None:
+    job_id = finished_job(data_dir, "python3", "-c", "print('the log line')")
+    response = page.goto(f"{serve.base}/jobs/no-such-job")
+    assert response is not None and response.status == 404
+    expect(page.locator("h1")).to_have_text("Not found")
+    page.get_by_role("link", name="All jobs").click()
+    expect(page).to_have_url(serve.base + "/")
+    expect(page.locator(f'.job[data-id="{job_id}"]')).to_be_visible()
+    page.goto(f"{serve.base}/jobs/{job_id}/")
+    expect(page).to_have_url(f"{serve.base}/jobs/{job_id}")
+    expect(page.locator("#rows .r", has_text="the log line")).to_be_visible()
+
+
+def test_the_job_page_cancels_a_cancellable_job_and_downloads_the_log(
+    page: Page, tmp_path: Path, data_dir: Path
+) -> None:
+    jobs_file = tmp_path / "jobs.toml"
+    jobs_file.write_text('[jobs.sleeper]\ncommand = "echo started; exec sleep 300"\n')
+    child = start(["serve", "--port", "0", "--data-dir", str(data_dir), "--jobs", str(jobs_file)])
+    try:
+        job = httpx.post(f"{child.base}/api/jobs", json={"name": "sleeper"}).json()
+        page.goto(f"{child.base}/jobs/{job['id']}")
+        expect(page.locator("#rows .r", has_text="started")).to_be_visible()
+        cancel = page.locator("#cancel")
+        expect(cancel).to_be_visible()
+        cancel.click()
+        expect(page.locator("#status")).to_have_class(re.compile(r"st-cancelled"))
+        expect(cancel).to_be_hidden()
+        with page.expect_download() as download_info:
+            page.locator("#download").click()
+        download = download_info.value
+        assert download.suggested_filename == f"{job['id']}.log"
+        assert Path(download.path()).read_text().startswith("started\n")
+        # A job this server does not run (a `logstream run`) has no Cancel button.
+        other = finished_job(data_dir, "python3", "-c", "print('done')")
+        page.goto(f"{child.base}/jobs/{other}")
+        expect(page.locator("#rows .r", has_text="done")).to_be_visible()
+        expect(page.locator("#cancel")).to_be_hidden()
+        expect(page.locator("#download")).to_have_text("Download")
+    finally:
+        child.stop()

@@ -1,4 +1,4 @@
-"""The HTTP API and the event stream (contract §4, §5), over real sockets to a real hypercorn."""
+"""The HTTP API and the event stream (docs/protocol.md), over real sockets to a real hypercorn."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import trio.lowlevel
 
 from logstream import joblog, sse
 from logstream.config import Settings
+from logstream.job import Job
 from logstream.joblog import Cursor, Read
 from logstream.ring import Block
 from logstream.sse import Event, SSEParser
-from logstream.store import Job, LogWriter, write_job
+from logstream.store import LogWriter, write_job
 
 from .conftest import Server, running_server, with_settings
 
@@ -281,6 +282,30 @@ async def test_unknown_or_malformed_job_is_404_json(server: Server) -> None:
             assert response.status_code == 404, path
             assert response.headers["content-type"] == "application/json"
             assert "error" in response.json()
+
+
+async def test_a_browser_gets_a_page_with_a_way_back_for_a_wrong_job(server: Server) -> None:
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    async with server.client(headers=browser) as client:
+        for path in ["/jobs/nope", "/jobs/" + "a" * 65, "/no/such/page"]:
+            response = await client.get(path)
+            assert response.status_code == 404, path
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            assert '<a id="back" href="/">' in response.text
+        # The API answers JSON whatever the Accept header says.
+        api = await client.get("/api/jobs/nope")
+        assert (api.status_code, api.json()) == (404, {"error": "no such job"})
+
+
+async def test_a_job_page_with_a_trailing_slash_redirects_to_the_page(server: Server) -> None:
+    log = await server.new_job("make")
+    async with server.client() as client:
+        response = await client.get(f"/jobs/{log.job.id}/")
+        assert response.status_code == 308
+        assert response.headers["location"] == f"../{log.job.id}"
+        followed = await client.get(f"/jobs/{log.job.id}/", follow_redirects=True)
+        assert followed.status_code == 200 and followed.url.path == f"/jobs/{log.job.id}"
+        assert (await client.get("/jobs/nope/")).status_code == 404
 
 
 async def test_job_json_and_list(server: Server) -> None:

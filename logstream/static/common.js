@@ -115,3 +115,30 @@ export function statusText(job) {
   if (job.status === "failed" && job.exit_code != null) return `failed (exit ${job.exit_code})`;
   return job.status;
 }
+
+/**
+ * Who ran a job (a remote runner's `meta`: host, repository, branch, commit, CI run) as a list
+ * of nodes: text, and links only to http(s) URLs (the server checks them too).
+ */
+export function metaNodes(meta) {
+  if (!meta) return [];
+  const link = (text, url) => {
+    if (typeof url !== "string" || !/^https?:\/\//i.test(url)) return el("span", null, text);
+    const a = el("a", null, text);
+    a.href = url;
+    a.rel = "noopener noreferrer";
+    return a;
+  };
+  const nodes = [];
+  if (meta.repository) nodes.push(link(meta.repository, meta.repository_url));
+  if (meta.branch) nodes.push(el("span", "branch", meta.branch));
+  if (meta.commit) nodes.push(link(String(meta.commit).slice(0, 8), meta.commit_url));
+  if (meta.run_url) nodes.push(link(meta.ci_job || `${meta.ci || "CI"} run`, meta.run_url));
+  if (meta.host) nodes.push(el("span", "host", `on ${meta.host}`));
+  const out = [];
+  for (const node of nodes) {
+    if (out.length) out.push(document.createTextNode(" · "));
+    out.push(node);
+  }
+  return out;
+}

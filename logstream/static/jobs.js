@@ -3,7 +3,7 @@
 // origin, so one stream per job would starve the page. With a jobs file (task-runner mode) it
 // also offers a Run button per defined job and Cancel on running jobs.
 
-import { ago, backoff, commandText, el, getJson, hideToken, jobDuration, statusText } from "./common.js";
+import { ago, backoff, commandText, el, getJson, hideToken, jobDuration, metaNodes, statusText } from "./common.js";
 
 hideToken();
 
@@ -40,11 +40,14 @@ function renderJobs() {
       rows.set(job.id, row);
     }
     fillRow(row, job);
+    fillProblems(row, job);
+    row.hidden = !matchesFilter(job);
     const wanted = previous ? previous.nextElementSibling : list.firstElementChild;
     if (wanted !== row) (previous ? previous.after(row) : list.prepend(row));
     previous = row;
   }
   $("no-jobs").hidden = ordered.length > 0;
+  $("jobs-head").hidden = ordered.length === 0;
 }
 
 function buildRow(job) {
@@ -54,12 +57,14 @@ function buildRow(job) {
   link.href = job.url || `/jobs/${encodeURIComponent(job.id)}`;
   row.append(
     el("span", "status"),
+    el("span", "problem-counts"),
     link,
     el("code", "command"),
     el("span", "started"),
     el("span", "duration"),
     el("span", "exit"),
     el("span", "actions"),
+    el("span", "ci"),
   );
   return row;
 }
@@ -68,17 +73,30 @@ function fillRow(row, job) {
   const status = row.querySelector(".status");
   status.className = `status st-${job.status}`;
   status.textContent = job.status;
-  row.querySelector(".job-name").textContent = job.name || job.id;
-  row.querySelector(".job-name").title = job.id;
+  // The name is the command unless one was given: then the command is not shown twice, and
+  // the name's tooltip has all of it (a name is cut at 200 characters).
+  const text = commandText(job.command);
+  const once = nameIsTheCommand(job);
+  const name = row.querySelector(".job-name");
+  name.textContent = job.name || job.id;
+  name.title = `${once ? text : job.name || job.id}\n${job.id}`;
+  row.classList.toggle("named-by-command", once);
   const command = row.querySelector(".command");
-  command.textContent = commandText(job.command);
-  command.title = commandText(job.command);
+  command.textContent = once ? "" : text;
+  command.title = text;
   const started = row.querySelector(".started");
   started.textContent = ago(job.started_at);
   started.title = job.started_at ? new Date(job.started_at).toLocaleString() : "";
   row.querySelector(".duration").textContent = jobDuration(job);
   row.querySelector(".exit").textContent = job.exit_code == null ? "" : `exit ${job.exit_code}`;
   row.querySelector(".exit").title = statusText(job);
+  const ci = row.querySelector(".ci");
+  const shown = JSON.stringify(job.meta || null);
+  if (ci.dataset.shown !== shown) {
+    ci.dataset.shown = shown;
+    ci.replaceChildren(...metaNodes(job.meta));
+    ci.hidden = !ci.firstChild;
+  }
   const actions = row.querySelector(".actions");
   const cancel = actions.querySelector("button");
   if (job.status === "running" && defined.length && !cancel) {
@@ -89,6 +107,63 @@ function fillRow(row, job) {
   } else if (job.status !== "running" && cancel) {
     cancel.remove();
   }
+}
+
+/** Whether the job's name is its command line (the default for `logstream run`, the API). */
+function nameIsTheCommand(job) {
+  const argv = Array.isArray(job.command) ? job.command : [String(job.command ?? "")];
+  // As Python's shlex.join (logstream run) and " ".join (the Python API) write it, cut at 200.
+  const quote = (arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'"'"'`)}'`);
+  const forms = [argv.map(quote).join(" "), argv.join(" ")].map((form) => form.slice(0, 200));
+  if (argv.length === 3 && argv[0] === "/bin/sh" && argv[1] === "-c") forms.push(argv[2].slice(0, 200));
+  return forms.includes(job.name);
+}
+
+// ---- problem counts and the filter -------------------------------------------------------------
+
+/** The job's error and warning counts, as small badges after its status. */
+function fillProblems(row, job) {
+  let badges = row.querySelector(".problem-counts");
+  if (!badges) {
+    badges = el("span", "problem-counts");
+    row.querySelector(".status").after(badges);
+  }
+  const counts = job.problems ?? {};
+  const shown = [];
+  for (const [severity, icon] of [["error", "✖"], ["warning", "⚠"]]) {
+    const n = counts[severity] ?? 0;
+    if (n) shown.push([severity, icon, n]);
+  }
+  const key = JSON.stringify(shown);
+  if (badges.dataset.key === key) return;
+  badges.dataset.key = key;
+  badges.replaceChildren(
+    ...shown.map(([severity, icon, n]) => {
+      const badge = el("span", `badge an-${severity}`, `${icon} ${n}`);
+      badge.title = `${n} ${severity}${n === 1 ? "" : "s"}`;
+      return badge;
+    }),
+  );
+}
+
+const filter = { text: "", status: "" };
+
+function matchesFilter(job) {
+  if (filter.status && job.status !== filter.status) return false;
+  if (!filter.text) return true;
+  const haystack = `${job.name ?? ""} ${commandText(job.command)} ${job.id}`.toLowerCase();
+  return haystack.includes(filter.text);
+}
+
+function setUpFilter() {
+  const apply = () => {
+    filter.text = $("filter-text").value.trim().toLowerCase();
+    filter.status = $("filter-status").value;
+    renderJobs();
+  };
+  $("filter-text").addEventListener("input", apply);
+  $("filter-status").addEventListener("change", apply);
+  $("job-filter").addEventListener("submit", (event) => event.preventDefault());
 }
 
 function renderDefined() {
@@ -203,6 +278,7 @@ function connect() {
 }
 
 async function start() {
+  setUpFilter();
   try {
     const listing = await getJson("/api/jobs");
     defined = listing.defined ?? [];

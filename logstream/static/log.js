@@ -9,9 +9,11 @@
 
 import { plainText } from "./ansi.js";
 import {
-  backoff, commandText, copyText, el, getJson, hideToken, jobDuration, parseTime, statusText,
+  backoff, commandText, copyText, el, getJson, hideToken, jobDuration, metaNodes, parseTime,
+  statusText,
 } from "./common.js";
 import { BLOCK, blockOf, formatRange, LineStore, LOST, parseRange } from "./model.js";
+import { ProblemsPanel } from "./problems.js";
 import { LogView } from "./view.js";
 
 hideToken();
@@ -48,7 +50,22 @@ function showJob(next) {
   status.textContent = statusText(job);
   status.className = `status st-${job.status}`;
   view.startedMs = parseTime(job.started_at);
+  // Only a job this server runs can be cancelled from here (task-runner mode).
+  $("cancel").hidden = !(job.cancellable && job.status === "running");
   showMeta();
+  $("ci").replaceChildren(...metaNodes(job.meta));
+}
+
+async function cancelJob() {
+  const button = $("cancel");
+  button.disabled = true;
+  try {
+    await getJson(`${api}/cancel`, { method: "POST" });
+    flash("cancelling: SIGTERM sent, SIGKILL follows after 10 s");
+  } catch (error) {
+    flash(`could not cancel: ${error.message}`);
+    button.disabled = false;
+  }
 }
 
 function showMeta() {
@@ -69,6 +86,7 @@ function setConnection(state, text) {
 }
 
 function finish(result) {
+  if (!ended && source) notifyEnd(result);
   ended = true;
   closeStream();
   const finishedAt = result.finished_at ? parseTime(result.finished_at) : Date.now();
@@ -79,6 +97,32 @@ function finish(result) {
   setConnection("ended", "ended");
   $("follow").hidden = true;
   $("follow-toggle").hidden = true;
+}
+
+// ---- desktop notification when a followed job ends --------------------------------------------
+
+/** Ask once, on the user's first click (browsers allow asking only then), while a job runs. */
+function askToNotifyOnce() {
+  if (!("Notification" in window) || Notification.permission !== "default") return;
+  if (localStorage.getItem("logstream.notify-asked")) return;
+  const ask = () => {
+    if (ended) return;
+    localStorage.setItem("logstream.notify-asked", "1");
+    Notification.requestPermission().catch(() => {});
+  };
+  document.addEventListener("click", ask, { once: true });
+}
+
+function notifyEnd(result) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  const name = job?.name ?? jobId;
+  const count = problems.count("error");
+  const errors = count ? ` · ${count} ${count === 1 ? "error" : "errors"}` : "";
+  const note = new Notification(`${name}: ${result.status}`, {
+    body: `exit code ${result.exit_code ?? "–"}${errors}`,
+    tag: `logstream-${jobId}`,
+  });
+  note.onclick = () => window.focus();
 }
 
 // ---- the live stream ---------------------------------------------------------------------------
@@ -108,6 +152,7 @@ function connect(query) {
     markLost(cursor + 1, first - 1);
     cursor = Math.max(cursor, first - 1);
   });
+  es.addEventListener("problem", (event) => problems.add(JSON.parse(event.data)));
   es.addEventListener("end", (event) => finish(JSON.parse(event.data)));
   es.onerror = () => {
     if (ended || source !== es) return;
@@ -291,7 +336,7 @@ copyButton.addEventListener("click", (event) => {
 
 async function copyLines(range, feedbackTarget) {
   const [from, to] = range;
-  if (to - from > 100_000) return flash("too many lines to copy; use Raw log");
+  if (to - from > 100_000) return flash("too many lines to copy; use Download");
   for (let seq = from; seq <= to; seq += 0) {
     if (store.has(seq)) {
       seq++;
@@ -444,6 +489,7 @@ $("follow-toggle").addEventListener("click", () => (view.following ? view.setFol
 $("fold-all").addEventListener("click", () => view.setAllGroups(true));
 $("unfold-all").addEventListener("click", () => view.setAllGroups(false));
 $("download").href = `${api}/log?download=1`;
+$("cancel").addEventListener("click", cancelJob);
 $("earlier").querySelector("button").addEventListener("click", () => view.shiftWindow(-1));
 $("later").querySelector("button").addEventListener("click", () => view.shiftWindow(1));
 $("help-button").addEventListener("click", () => $("help").showModal());
@@ -479,8 +525,33 @@ function jumpGroup(step) {
   if (!view.isVisible(next.start)) view.reveal(next.start, 0.2);
 }
 
+// ---- problems ----------------------------------------------------------------------------------
+
+/** Show line `seq`: select it and bring it into view (unfolding the groups that hide it). */
+function showLine(seq) {
+  selectionAnchor = seq;
+  select([seq, seq]);
+  view.reveal(seq, 0.3);
+}
+
+const problems = new ProblemsPanel(
+  {
+    panel: $("problems"), list: $("problem-list"), summary: $("problems-summary"),
+    button: $("problems-button"), close: $("problems-close"),
+  },
+  showLine,
+);
+
+function stepError(step) {
+  problems.setOpen(true);
+  const from = view.selection ? view.selection[0] : step > 0 ? 0 : Infinity;
+  if (problems.stepError(from, step) === null) flash("no errors");
+}
+
 const KEYS = {
   "/": () => $("search").focus(),
+  e: () => stepError(1),
+  E: () => stepError(-1),
   n: () => nextMatch(1),
   N: () => nextMatch(-1),
   j: () => moveSelection(1),
@@ -538,13 +609,24 @@ async function start() {
     return;
   }
   store.last = Math.max(store.last, job.lines || 0);
+  const loadingProblems = problems.load(api).catch(() => {});
+  // A failed job opens at its first error, with the problems panel open.
+  const atError = !range && job.status === "failed" && job.problems?.error > 0;
   if (range) {
     view.following = false;
     select(range, { reveal: true, updateUrl: false });
+  } else if (atError) {
+    view.following = false;
+    problems.setOpen(true);
+    loadingProblems.then(() => {
+      const first = problems.firstError();
+      if (first !== null) problems.jump(first);
+    });
   } else {
     view.setFollow(true);
   }
   if (job.status === "running") {
+    askToNotifyOnce();
     // At a permalink only new lines are streamed; the lines around it come from /lines.
     connect(range ? "tail=0" : `tail=${TAIL_LINES}`);
   } else {
@@ -568,4 +650,4 @@ view.onRendered = () => {
 start();
 
 // For tests and debugging: the page's state, read-only by convention.
-window.logstream = { store, view, search };
+window.logstream = { store, view, search, problems };

@@ -16,6 +16,7 @@
 
 import { findAll, markRanges, renderLine } from "./ansi.js";
 import { el } from "./common.js";
+import { parseAnnotation, renderAnnotation } from "./problems.js";
 import { BLOCK, blockOf, formatClock, formatDuration } from "./model.js";
 
 export const WINDOW_BLOCKS = 5000;
@@ -315,11 +316,14 @@ export class LogView {
     this.schedule();
   }
 
-  /** Merged, sorted [from, to] ranges of lines hidden in folded groups. */
+  /** Merged, sorted [from, to] ranges of hidden lines: folded groups, and GitHub's
+   * `::endgroup::` lines (hidden as GitHub hides them). */
   hiddenRanges() {
-    if (!this.collapsed.size) return [];
     const last = this.store.last;
     const ranges = [];
+    for (const [seq, marker] of this.store.markers) {
+      if (marker.kind === "end" && marker.style === "gh") ranges.push([seq, seq]);
+    }
     for (const g of this.store.groups()) {
       if (!this.collapsed.has(g.start)) continue;
       const end = g.end ?? last;
@@ -619,7 +623,13 @@ export class LogView {
       text.append(fold, name, info);
     } else {
       if (marker && marker.kind === "end") cls += " ge";
-      appendRuns(text, renderLine(line.text).runs, marks);
+      const annotation = marks ? null : parseAnnotation(line.text);
+      if (annotation) {
+        cls += ` an an-${annotation.severity}`;
+        renderAnnotation(text, annotation);
+      } else {
+        appendRuns(text, renderLine(line.text).runs, marks);
+      }
     }
     row.className = cls;
     return row;

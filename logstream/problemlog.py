@@ -1,0 +1,78 @@
+"""A job's problems, kept next to its log: ``<job dir>/problems``, one JSON object per line.
+
+Theory of operation
+-------------------
+The process that runs a job feeds every block of lines it stores to a ``problems.Detector`` and
+keeps what it finds in a ``ProblemList`` (detection order). Its log writer appends the new
+records to ``problems`` *before* the log blocks of the same batch, so a reader that has a line
+also finds every problem that line completed. Each record is the API's problem object plus
+``found_at``: the line whose arrival completed the problem (the last line of a traceback, the
+``-->`` line after a rustc error); the event stream sends a problem right after that line, so
+a stream resumed after line N has had exactly the problems with ``found_at`` <= N.
+
+Pure: the records' format and the list; ``store`` reads and writes the file. Readers of a job
+another process runs read the file incrementally from where they stopped
+(``store.ProblemReader``); a torn last record (a crash mid-write) is left for the next read,
+which finds it whole or never. Nothing re-reads the log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from logstream.problems import Problem
+
+PROBLEMS_FILE = "problems"
+SHOWN_SEVERITIES = ("error", "warning")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A problem and the line whose arrival completed it."""
+
+    problem: Problem
+    found_at: int
+
+    def to_record(self) -> bytes:
+        data = self.problem.to_json()
+        data["found_at"] = self.found_at
+        return json.dumps(data, ensure_ascii=False).encode() + b"\n"
+
+
+def decode_records(data: bytes) -> tuple[list[Found], int]:
+    """The whole records at the start of ``data`` and how many bytes they take."""
+    end = data.rfind(b"\n") + 1
+    found = []
+    for raw in data[:end].splitlines():
+        try:
+            record = json.loads(raw)
+            found.append(Found(Problem.from_json(record), int(record["found_at"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours (a newer version's record?): skip it, keep the rest
+    return found, end
+
+
+@dataclass
+class ProblemList:
+    """A job's problems in the order they were found, with counts per severity."""
+
+    found: list[Found] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("error", "warning"), 0))
+
+    def add(self, found: list[Found]) -> None:
+        self.found.extend(found)
+        for item in found:
+            severity = item.problem.severity
+            self.counts[severity] = self.counts.get(severity, 0) + 1
+
+    def shown_counts(self) -> dict[str, int]:
+        """The counts the job JSON shows: ``{"error": n, "warning": n}``."""
+        return {severity: self.counts.get(severity, 0) for severity in SHOWN_SEVERITIES}
+
+    def in_line_order(self) -> list[dict[str, object]]:
+        return [item.problem.to_json() for item in sorted(self.found, key=_by_line)]
+
+
+def _by_line(item: Found) -> int:
+    return item.problem.line

@@ -1,0 +1,398 @@
+"""Problem detection: which lines of a log report an error, a warning or a notice (pure).
+
+No I/O, no async: ``Detector.feed`` takes a block of lines of one stream with the sequence
+number of its first line and returns the problems they complete. The runner feeds every block
+it stores, so problems are found as lines arrive, never by re-reading the log.
+
+Theory of operation
+-------------------
+- Rules, in the order a line tries them: a GitHub workflow command (``::error file=F,line=L::msg``,
+  ``::warning``, ``::notice``; ``::add-matcher::PATH`` and ``::remove-matcher owner=NAME::``
+  change the rules from the next line on); the project's problem matchers (GitHub's JSON format,
+  newest first); the built-in matchers (``matchers.BUILTIN_MATCHERS``, same format); "first line
+  of a run" rules for tools that print one failure as several prefixed lines (pytest ``E   ``,
+  ``npm ERR!``/``npm error``, Maven ``[ERROR]``); and Python tracebacks, reported once at their
+  ``Traceback`` line with the exception line as title, when that line arrives.
+- stdout and stderr keep separate state (a multi-line match or a traceback on stderr is not
+  broken by stdout lines read in between), and share the rules.
+- As on GitHub, ANSI colour codes are removed before matching, and a match resets the other
+  matchers' multi-line state.
+- Prefilter: the built-in rules only ever match a line that ``PREFILTERS`` find (a test checks
+  each rule against it). So a block is joined once and searched by a few fast regex passes in
+  C; only the lines they find, and lines while a multi-line state is open, go through the rules. A
+  multi-line built-in match is completed by a line the prefilter finds (`` --> ``); the line
+  before it, if it was skipped, is replayed into the first patterns first. Project
+  matchers may match anything, so while there are any every line is tried. The answer is the
+  same with and without the prefilter, however the lines are cut into blocks (tested).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from logstream.matchers import (
+    BUILTIN_MATCHERS,
+    Matcher,
+    MatcherError,
+    MatcherRun,
+    matchers_from_json,
+    parse_matchers,
+    severity_of,
+)
+from logstream.workflow import Command, parse_command
+
+# What every line a built-in rule can report holds (a test checks each rule against them): a
+# few regular expressions, each beginning with one literal character so that ``re`` scans a
+# block for it as fast as ``str.find`` (an alternation of different first characters would be
+# scanned character by character, several times slower). Only the lines they find, a handful
+# per thousand in ordinary output, go through the rules.
+PREFILTERS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        # workflow commands; gcc, clang, mypy, javac, tsc; flake8, ruff concise, Go
+        r":(?::|\d+(?::\d+)?:? (?:- )?(?:fatal )?(?:error|warning)|\d+:\d+: "
+        r"| (?:error|warning) TS)",
+        r"-->",  # rustc, ruff: completes a match that the line before began
+        r"\*\*\* ",  # make
+        r"E(?:RR|   )",  # pytest ERROR and E blocks, Maven [ERROR], npm ERR!
+        r"FAIL",  # pytest FAILED, go test --- FAIL, Gradle FAILURE
+        r"WARNING",  # Maven [WARNING]
+        r"Traceback \(",  # Python
+        r"npm error",  # npm 10
+    )
+)
+TITLE_CHARS = 200
+_COLOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# (name, regex, group for the title): the first line of each run of consecutive matching lines
+# is an error.
+_RUNS = (
+    ("pytest", re.compile(r"E {3,}(\S.*)"), 1),
+    ("npm", re.compile(r"npm (?:ERR!|error)(?: +\S.*)?"), 0),
+    ("maven", re.compile(r"\[ERROR\](?: +\S.*| *$)"), 0),
+)
+_TRACEBACK = re.compile(r"([ \t]*)Traceback \(most recent call last\):\s*$")
+_FRAME = re.compile(r'\s*File "([^"]+)", line (\d+)')
+BUILTIN: tuple[Matcher, ...] = tuple(matchers_from_json(BUILTIN_MATCHERS))
+# Literals without which a built-in single-line matcher cannot match a line: a few ``in`` tests
+# spare most lines most regexes (a test checks every hint against the rules' matches).
+_HINTS: dict[str, tuple[str, ...]] = {
+    "logstream-compiler": ("error: ", "warning: "),
+    "logstream-tsc": (" TS",),
+    "logstream-tsc-pretty": (" TS",),
+    "logstream-flake8-warning": (".py:",),
+    "logstream-flake8": (".py:",),
+    "logstream-go": (".go:",),
+    "logstream-pytest": ("FAILED ", "ERROR "),
+    "logstream-go-test": ("--- FAIL: ",),
+    "logstream-make": ("*** ",),
+    "logstream-maven": ("] ",),
+    "logstream-gradle": ("FAILURE: ",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A line (or the first line of a block) that reports a problem."""
+
+    line: int
+    severity: str
+    title: str
+    file: str | None = None
+    line_in_file: int | None = None
+    #: The line whose arrival completed the problem (the last of a traceback); not shown.
+    found_at: int | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "line": self.line,
+            "severity": self.severity,
+            "title": self.title,
+            "file": self.file,
+            "line_in_file": self.line_in_file,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Problem:
+        line_in_file = data.get("line_in_file")
+        file = data.get("file")
+        return cls(
+            int(str(data["line"])),
+            str(data["severity"]),
+            str(data["title"]),
+            file if isinstance(file, str) else None,
+            line_in_file if isinstance(line_in_file, int) else None,
+        )
+
+
+def _title(text: str) -> str:
+    first = text.strip().split("\n", 1)[0].strip()
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+
+
+def _number(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
+@dataclass
+class _Traceback:
+    line: int
+    indent: str
+    file: str | None = None
+    line_in_file: int | None = None
+
+    def problem(self, title: str, found_at: int) -> Problem:
+        return Problem(self.line, "error", _title(title), self.file, self.line_in_file, found_at)
+
+
+@dataclass
+class _Stream:
+    """What one stream's earlier lines left behind."""
+
+    count: int = 0  # lines of this stream fed so far
+    done_through: int = -1  # index (in this stream) of the last line that went through the rules
+    last_text: str | None = None
+    last_seq: int = 0
+    runs: list[MatcherRun] = field(default_factory=list)
+    multi: list[MatcherRun] = field(default_factory=list)  # the runs that keep state
+    run_ends: dict[str, int] = field(default_factory=dict)  # run rule -> index of its last line
+    traceback: _Traceback | None = None
+
+    def busy(self) -> bool:
+        if self.traceback is not None:
+            return True
+        return any(run.busy for run in self.multi)
+
+
+class Detector:
+    """Finds problems in a job's lines, fed in order, block by block.
+
+    ``read_file`` reads the matcher file an ``::add-matcher::PATH`` line names (the runner
+    passes one that reads relative to the job's folder); without it those lines are ignored.
+    """
+
+    def __init__(
+        self,
+        matchers: Iterable[Matcher] = (),
+        *,
+        read_file: Callable[[str], str] | None = None,
+        prefilter: bool = True,
+    ) -> None:
+        self._user: list[Matcher] = []
+        self._builtin = list(BUILTIN)
+        self._read_file = read_file
+        self._prefilter = prefilter
+        self._streams = (_Stream(), _Stream())
+        for matcher in reversed(list(matchers)):
+            self._add(matcher)
+        self._rebuild_runs()
+
+    @property
+    def matchers(self) -> list[Matcher]:
+        return self._user + self._builtin
+
+    def feed(self, first_seq: int, lines: Sequence[str], *, stderr: bool = False) -> list[Problem]:
+        """The problems that ``lines`` (numbered from ``first_seq``) complete."""
+        found: list[Problem] = []
+        if not lines:
+            return found
+        stream = self._streams[stderr]
+        base = stream.count
+        stream.count += len(lines)
+        if not self._prefilter:
+            for i, text in enumerate(lines):
+                self._line(stream, first_seq + i, base + i, text, found)
+        else:
+            self._feed_candidates(stream, first_seq, base, lines, found)
+        stream.last_text = lines[-1]
+        stream.last_seq = first_seq + len(lines) - 1
+        return found
+
+    def flush(self) -> list[Problem]:
+        """The job ended: a traceback cut short is still reported."""
+        found = []
+        for stream in self._streams:
+            if stream.traceback is not None:
+                last = max(s.last_seq for s in self._streams)
+                found.append(stream.traceback.problem("Traceback (most recent call last)", last))
+                stream.traceback = None
+        return found
+
+    def _feed_candidates(
+        self, stream: _Stream, first_seq: int, base: int, lines: Sequence[str], found: list[Problem]
+    ) -> None:
+        candidates: list[int] | None = None
+        i, n, next_candidate = 0, len(lines), 0
+        while i < n:
+            # Project matchers (maybe added by the line before) may match any line.
+            if not self._user and not stream.busy():
+                if candidates is None:
+                    candidates = _candidates(lines)
+                while next_candidate < len(candidates) and candidates[next_candidate] < i:
+                    next_candidate += 1
+                if next_candidate == len(candidates):
+                    return
+                i = candidates[next_candidate]
+                if base + i - 1 > stream.done_through:
+                    self._replay(stream, lines[i - 1] if i else stream.last_text, first_seq + i - 1)
+            self._line(stream, first_seq + i, base + i, lines[i], found)
+            i += 1
+
+    def _replay(self, stream: _Stream, text: str | None, seq: int) -> None:
+        """Give a skipped line to the first patterns: it may begin a match the next completes."""
+        if text is None:
+            return
+        if "\x1b" in text:
+            text = _COLOR.sub("", text)
+        for run in stream.runs:
+            run.start(text, seq)
+
+    def _line(self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem]) -> None:
+        """Every problem found here is found at ``seq`` (its ``found_at``)."""
+        stream.done_through = index
+        if "\x1b" in text:
+            text = _COLOR.sub("", text)
+        if stream.traceback is not None and self._in_traceback(stream, seq, text, found):
+            return
+        stripped = text.lstrip(" \t")
+        if stripped.startswith("::"):
+            command = parse_command(stripped)
+            if command is not None:
+                self._command(command, seq, found)
+                return
+        matched = False
+        for run in stream.runs:
+            hint = _HINTS.get(run.matcher.owner)
+            if hint is not None and not any(literal in text for literal in hint):
+                continue  # (hinted matchers have one pattern: no state to update)
+            match = run.feed(text, seq)
+            if match is not None:
+                for other in stream.multi:
+                    if other is not run:
+                        other.reset()
+                found.append(_problem(run.matcher, match.fields, match.line, seq))
+                matched = True
+                break
+        for name, regex, group in _RUNS:
+            run_match = regex.match(text)
+            if run_match is not None:
+                starts = stream.run_ends.get(name) != index - 1
+                stream.run_ends[name] = index
+                if starts and not matched:
+                    found.append(
+                        Problem(seq, "error", _title(run_match.group(group)), found_at=seq)
+                    )
+                return
+        if not matched and "Traceback (" in text:
+            start = _TRACEBACK.match(text)
+            if start is not None:
+                stream.traceback = _Traceback(seq, start.group(1))
+
+    def _in_traceback(self, stream: _Stream, seq: int, text: str, found: list[Problem]) -> bool:
+        """Whether ``text`` belongs to the traceback under way (its frames or its last line)."""
+        traceback = stream.traceback
+        assert traceback is not None
+        indent = traceback.indent
+        if text.startswith(indent) and text[len(indent) : len(indent) + 1] in (" ", "\t"):
+            frame = _FRAME.match(text)
+            if frame is not None:
+                real = not frame.group(1).startswith("<")  # "<string>", "<stdin>"
+                traceback.file = frame.group(1) if real else None
+                traceback.line_in_file = int(frame.group(2)) if real else None
+            return True
+        stream.traceback = None
+        if text.strip() and text.startswith(indent):
+            found.append(traceback.problem(text, seq))
+            return True
+        found.append(traceback.problem("Traceback (most recent call last)", seq))
+        return False
+
+    def _command(self, command: Command, seq: int, found: list[Problem]) -> None:
+        name, properties = command.name, command.properties
+        if name in ("error", "warning", "notice"):
+            title = properties.get("title") or command.message or name
+            found.append(
+                Problem(
+                    seq,
+                    name,
+                    _title(title),
+                    properties.get("file") or None,
+                    _number(properties.get("line")),
+                )
+            )
+        elif name == "add-matcher" and self._read_file is not None:
+            path = command.message.strip()
+            try:
+                added = parse_matchers(self._read_file(path))
+            except (OSError, UnicodeDecodeError, MatcherError) as error:
+                reason = error.strerror if isinstance(error, OSError) else str(error)
+                title = _title(f"problem matcher {path}: {reason}")
+                found.append(Problem(seq, "warning", title, found_at=seq))
+                return
+            for matcher in reversed(added):
+                self._add(matcher)
+            self._rebuild_runs()
+        elif name == "remove-matcher":
+            owner = properties.get("owner", "").strip()
+            self._user = [m for m in self._user if m.owner != owner]
+            self._builtin = [m for m in self._builtin if m.owner != owner]
+            self._rebuild_runs()
+
+    def _add(self, matcher: Matcher) -> None:
+        self._user = [matcher] + [m for m in self._user if m.owner != matcher.owner]
+        self._builtin = [m for m in self._builtin if m.owner != matcher.owner]
+
+    def _rebuild_runs(self) -> None:
+        for stream in self._streams:
+            kept = {run.matcher.owner: run for run in stream.runs}
+            stream.runs = [
+                kept[m.owner] if m.owner in kept and kept[m.owner].matcher is m else MatcherRun(m)
+                for m in self.matchers
+            ]
+            stream.multi = [run for run in stream.runs if len(run.matcher.patterns) > 1]
+
+
+def _problem(matcher: Matcher, fields: dict[str, str], line: int, found_at: int) -> Problem:
+    message = fields.get("message", "")
+    code = fields.get("code")
+    if code and code not in message:
+        message = f"{message} [{code}]"
+    return Problem(
+        line,
+        severity_of(matcher, fields),
+        _title(message),
+        fields.get("file"),
+        _number(fields.get("line")),
+        found_at,
+    )
+
+
+def _candidates(lines: Sequence[str]) -> list[int]:
+    """The indices of the lines the prefilters find, in order (a fast pass over the block each)."""
+    joined = "\n".join(lines)
+    if "\x1b" in joined:
+        joined = _COLOR.sub("", joined)  # removes no "\n": line numbers stay
+    hits: list[int] = []
+    for prefilter in PREFILTERS:
+        hits.extend(hit.start() for hit in prefilter.finditer(joined))
+    if not hits:
+        return []
+    hits.sort()
+    indices: list[int] = []
+    line, last = 0, 0
+    for position in hits:
+        line += joined.count("\n", last, position)
+        last = position
+        if not indices or indices[-1] != line:
+            indices.append(line)
+    return indices
+
+
+def detect(lines: Sequence[str], matchers: Iterable[Matcher] = ()) -> list[Problem]:
+    """The problems of a whole log, one stream of lines numbered from 1 (for tests and tools)."""
+    detector = Detector(matchers)
+    return detector.feed(1, lines) + detector.flush()

@@ -1,0 +1,162 @@
+"""The nginx configuration of docs/ci.md, run for real with Debian's nginx in front of `serve`.
+
+The test takes the ```nginx block from docs/ci.md as it is, swaps its TLS lines for a plain
+loopback `listen`, points it at a server started here, and shortens `proxy_read_timeout` to a
+few seconds, below an idle period of the job, with the server's keep-alive comments every second:
+a stream that nginx buffered or cut while idle would fail the test. nginx runs as its own
+instance (config, pid, logs and temp files in a temp dir), never as the system's service.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from logstream import api, sse
+from logstream.config import Settings
+
+from .processes import start_runner
+from .sse_client import ResumingClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+DEADLINE_S = 60
+READ_TIMEOUT_S = 3
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(NGINX), reason="nginx is not installed (scripts/test.sh installs it)"
+)
+
+
+def documented_config(upstream_port: int, listen_port: int) -> str:
+    text = (ROOT / "docs" / "ci.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1, "docs/ci.md has one nginx configuration"
+    block = blocks[0]
+    for old, new in (
+        ("server 127.0.0.1:8765;", f"server 127.0.0.1:{upstream_port};"),
+        ("listen 443 ssl http2;", f"listen 127.0.0.1:{listen_port};"),
+        ("proxy_read_timeout 1h;", f"proxy_read_timeout {READ_TIMEOUT_S}s;"),
+    ):
+        assert old in block, old
+        block = block.replace(old, new)
+    return "\n".join(line for line in block.splitlines() if "ssl_certificate" not in line)
+
+
+def main_config(tmp: Path, http_block: str) -> str:
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # As root (CI) nginx's workers would switch to "nobody", who cannot enter the temp dir.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"{user}worker_processes 1;\n"
+        f"pid {tmp}/nginx.pid;\n"
+        f"error_log {tmp}/error.log warn;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        "    access_log off;\n"
+        f"{temp_paths}\n"
+        f"{http_block}\n"
+        "}\n"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_listening(port: int, nginx: trio.Process, log: Path) -> None:
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            if nginx.returncode is not None:
+                raise AssertionError(f"nginx exited: {log.read_text()}")  # noqa: ASYNC240
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.05)  # nginx tells nobody when it listens: try again
+                continue
+            await stream.aclose()
+            return
+
+
+async def test_the_documented_nginx_config_passes_streams_and_uploads_unbuffered_and_uncut(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "server", port=0, keepalive_s=1.0)
+    async with api.serve(settings, end_wait_s=0) as server:
+        upstream_port = int(server.url.rsplit(":", 1)[1])
+        listen_port = free_port()
+        conf_dir = tmp_path / "nginx"
+        conf_dir.mkdir()
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(main_config(conf_dir, documented_config(upstream_port, listen_port)))
+        nginx = await trio.lowlevel.open_process(
+            [NGINX, "-p", str(conf_dir), "-c", str(conf), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            await wait_listening(listen_port, nginx, conf_dir / "error.log")
+            await through_nginx(nursery, tmp_path, f"http://127.0.0.1:{listen_port}")
+        finally:
+            nginx.send_signal(signal.SIGQUIT)
+            with trio.move_on_after(10):
+                await nginx.wait()
+            if nginx.returncode is None:
+                nginx.kill()
+                await nginx.wait()
+
+
+async def through_nginx(nursery: trio.Nursery, tmp_path: Path, base: str) -> None:
+    go = tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        "for n in range(1, 1001): print('line', n)\n"
+        "sys.stdout.flush()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "for n in range(1001, 2001): print('line', n)\n"
+    )
+    running, job_id = await start_runner(nursery, base, tmp_path / "runner", script, "--quiet")
+    viewer = ResumingClient(f"{base}/api/jobs/{job_id}/events")
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as reading:
+            reading.start_soon(viewer.run)
+            # Through nginx while the job still runs (and waits): nothing is held in a buffer.
+            await viewer.wait_for_lines(1000)
+            assert not go.exists()
+            # (Earlier connections may have come before the runner created the job: 404.)
+            connections = viewer.connections
+            # The period under test: idle for longer than nginx's proxy_read_timeout.
+            await trio.sleep(READ_TIMEOUT_S + 1.5)
+            go.touch()
+            assert await running.wait_exit() == 0
+    assert viewer.ended
+    assert viewer.ids == list(range(1, 2001))
+    assert viewer.connections == connections, "the idle stream was cut"
+    # Resuming through nginx gives exactly the rest.
+    parser = sse.SSEParser()
+    events: list[sse.Event] = []
+    async with (
+        httpx.AsyncClient(timeout=DEADLINE_S) as client,
+        client.stream(
+            "GET", f"{base}/api/jobs/{job_id}/events", headers={"Last-Event-ID": "1500"}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for data in response.aiter_raw():
+            events += parser.feed(data)
+    assert [int(e.id) for e in events if e.id is not None] == list(range(1501, 2001))
+    assert events[-1].event == "end"

@@ -1,0 +1,341 @@
+"""Problem detection, pure: real tool output in tests/problem_corpus (as the tools print it).
+
+Each ``NAME.txt`` there is a tool's output and ``NAME.json`` the problems a user should see in
+it; ``clean.txt`` holds lines that merely contain the words (none may be a problem).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logstream.lines import LineSplitter
+from logstream.matchers import MatcherError, parse_matchers
+from logstream.problems import _HINTS as HINTS
+from logstream.problems import BUILTIN, PREFILTERS, Detector, Problem, detect
+from logstream.workflow import add_mask_value, parse_command
+
+CORPUS = Path(__file__).parent / "problem_corpus"
+CASES = sorted(path.stem for path in CORPUS.glob("*.txt"))
+
+
+def corpus_lines(name: str) -> list[str]:
+    return LineSplitter().feed((CORPUS / f"{name}.txt").read_bytes())
+
+
+def expected(name: str) -> list[dict[str, object]]:
+    data: list[dict[str, object]] = json.loads((CORPUS / f"{name}.json").read_text())
+    return data
+
+
+def shown(problems: list[Problem]) -> list[dict[str, object]]:
+    return [problem.to_json() for problem in problems]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_gives_the_expected_problems(name: str) -> None:
+    assert shown(detect(corpus_lines(name))) == expected(name)
+
+
+def test_corpus_covers_every_tool_the_contract_names() -> None:
+    assert set(CASES) >= {
+        "gcc", "clang", "mypy", "ruff", "flake8", "rustc", "go-build", "go-test", "pytest",
+        "make", "npm", "npm10", "maven", "gradle", "tsc", "python-traceback",
+        "github-commands", "clean",
+    }  # fmt: skip
+
+
+def test_lines_that_merely_contain_the_word_are_no_problem() -> None:
+    lines = corpus_lines("clean")
+    assert any("0 errors" in line for line in lines)
+    assert any("error_handler.c" in line for line in lines)
+    assert any("--fail-fast" in line for line in lines)
+    assert detect(lines) == []
+
+
+def test_a_traceback_is_one_problem_at_its_first_line_titled_with_the_exception() -> None:
+    problems = detect(corpus_lines("python-traceback"))
+    assert problems[0] == Problem(
+        2, "error", "config.ConfigError: no such file: /etc/demo.toml",
+        "/home/ci/project/config.py", 12,
+    )  # fmt: skip
+    assert [p.line for p in problems] == [2, 12, 18]
+
+
+def test_rustc_error_is_reported_at_its_first_line_with_the_location_of_the_next() -> None:
+    problems = detect(["error[E0308]: mismatched types", "  --> src/lib.rs:12:18"])
+    assert problems == [Problem(1, "error", "mismatched types [E0308]", "src/lib.rs", 12)]
+    assert detect(["error[E0308]: mismatched types", "no location here"]) == []
+
+
+def test_workflow_commands_unescape_properties_and_messages() -> None:
+    command = parse_command("::error file=a%3Ab%2Cc.py,line=3,title=T%25::one%0Atwo")
+    assert command is not None
+    assert command.name == "error"
+    assert command.properties == {"file": "a:b,c.py", "line": "3", "title": "T%"}
+    assert command.message == "one\ntwo"
+    assert parse_command("error: no command") is None
+    assert parse_command(":: not a command") is None
+
+
+def test_add_mask_value_is_found_only_in_an_add_mask_command() -> None:
+    assert add_mask_value("::add-mask::s3cr3t") == "s3cr3t"
+    assert add_mask_value("  ::add-mask::  s3cr3t  ") == "s3cr3t"
+    assert add_mask_value("::add-mask::") is None
+    assert add_mask_value("echo ::add-mask::x is how you mask") is None
+    assert add_mask_value("::warning::add-mask::x") is None
+
+
+def test_stdout_lines_do_not_break_a_traceback_on_stderr() -> None:
+    detector = Detector()
+    found = detector.feed(1, ["Traceback (most recent call last):"], stderr=True)
+    found += detector.feed(2, ["progress 50%"])
+    found += detector.feed(3, ['  File "x.py", line 3, in <module>'], stderr=True)
+    found += detector.feed(4, ["ValueError: bad"], stderr=True)
+    assert found == [Problem(1, "error", "ValueError: bad", "x.py", 3)]
+
+
+def test_a_traceback_cut_short_is_reported_at_the_end() -> None:
+    detector = Detector()
+    assert detector.feed(7, ["Traceback (most recent call last):", '  File "x.py", line 1']) == []
+    assert detector.flush() == [Problem(7, "error", "Traceback (most recent call last)", "x.py", 1)]
+
+
+ESLINT_STYLISH = {
+    "problemMatcher": [
+        {
+            "owner": "eslint-stylish",
+            "pattern": [
+                {"regexp": r"^([^\s].*)$", "file": 1},
+                {
+                    "regexp": r"^\s+(\d+):(\d+)\s+(error|warning|info)\s+(.*)\s\s+(.*)$",
+                    "line": 1,
+                    "column": 2,
+                    "severity": 3,
+                    "message": 4,
+                    "code": 5,
+                    "loop": True,
+                },
+            ],
+        }
+    ]
+}
+
+
+def test_a_looping_github_matcher_reports_each_line_of_a_file_block() -> None:
+    matchers = parse_matchers(json.dumps(ESLINT_STYLISH))
+    lines = [
+        "/src/app.js",
+        "  1:10  error  'x' is defined but never used  no-unused-vars",
+        "  3:1   warning  Unexpected console statement  no-console",
+        "",
+        "✖ 2 problems",
+    ]
+    assert detect(lines, matchers) == [
+        Problem(2, "error", "'x' is defined but never used [no-unused-vars]", "/src/app.js", 1),
+        Problem(3, "warning", "Unexpected console statement [no-console]", "/src/app.js", 3),
+    ]
+
+
+def test_dotnet_named_groups_are_accepted() -> None:
+    (matcher,) = parse_matchers(
+        json.dumps(
+            {
+                "problemMatcher": [
+                    {"owner": "n", "pattern": [{"regexp": r"^BAD (?<what>.+)$", "message": 1}]}
+                ]
+            }
+        )
+    )
+    assert detect(["BAD thing"], [matcher]) == [Problem(1, "error", "thing")]
+
+
+@pytest.mark.parametrize(
+    ("document", "complaint"),
+    [
+        ("{", "not JSON"),
+        ("[]", "problemMatcher"),
+        ('{"problemMatcher": [{"pattern": [{"regexp": "x", "message": 0}]}]}', "owner"),
+        ('{"problemMatcher": [{"owner": "o", "pattern": []}]}', "non-empty"),
+        ('{"problemMatcher": [{"owner": "o", "pattern": [{"regexp": "("}]}]}', "bad regexp"),
+        ('{"problemMatcher": [{"owner": "o", "pattern": [{"regexp": "x"}]}]}', "message"),
+        (
+            '{"problemMatcher": [{"owner": "o", "pattern": [{"regexp": "x", "message": 2}]}]}',
+            "group",
+        ),
+        (
+            '{"problemMatcher": [{"owner": "o", "pattern": '
+            '[{"regexp": "x", "message": 0, "loop": true}]}]}',
+            "loop",
+        ),
+        (
+            '{"problemMatcher": [{"owner": "o", "severity": "fatal", '
+            '"pattern": [{"regexp": "x", "message": 0}]}]}',
+            "severity",
+        ),
+    ],
+)
+def test_bad_matcher_files_get_a_clear_error(document: str, complaint: str) -> None:
+    with pytest.raises(MatcherError, match=re.escape(complaint)):
+        parse_matchers(document)
+
+
+def test_add_matcher_and_remove_matcher_commands_change_the_rules_from_the_next_line() -> None:
+    files = {
+        "lint.json": json.dumps(
+            {
+                "problemMatcher": [
+                    {
+                        "owner": "lint",
+                        "severity": "warning",
+                        "pattern": [{"regexp": r"^LINT (\S+) (.+)$", "file": 1, "message": 2}],
+                    }
+                ]
+            }
+        )
+    }
+
+    def read_file(path: str) -> str:
+        if path not in files:
+            raise FileNotFoundError(2, "No such file or directory")
+        return files[path]
+
+    detector = Detector(read_file=read_file)
+    lines = [
+        "LINT a.py before",
+        "::add-matcher::lint.json",
+        "LINT b.py during",
+        "::remove-matcher owner=lint::",
+        "LINT c.py after",
+        "::add-matcher::missing.json",
+        "::remove-matcher owner=logstream-make::",
+        "make: *** [all] Error 2",
+    ]
+    assert detector.feed(1, lines) == [
+        Problem(3, "warning", "during", "b.py"),
+        Problem(6, "warning", "problem matcher missing.json: No such file or directory"),
+    ]
+
+
+def test_matchers_given_from_the_start_come_before_the_built_in_rules() -> None:
+    matchers = parse_matchers(
+        json.dumps(
+            {
+                "problemMatcher": [
+                    {
+                        "owner": "quiet-gcc",
+                        "severity": "notice",
+                        "pattern": [{"regexp": r"^(\S+):(\d+):\d+: warning: (.+)$",
+                                     "file": 1, "line": 2, "message": 3}],
+                    }
+                ]
+            }
+        )
+    )  # fmt: skip
+    assert detect(["a.c:1:2: warning: meh"], matchers) == [Problem(1, "notice", "meh", "a.c", 1)]
+
+
+def test_ansi_colours_are_ignored() -> None:
+    lines = [
+        "\x1b[1m\x1b[31mFAILED\x1b[0m tests/test_a.py::test_b - assert 1 == 2",
+        "\x1b[01m\x1b[Ka.c:3:5:\x1b[m\x1b[K \x1b[01;31m\x1b[Kerror: \x1b[m\x1b[Kbad",
+    ]
+    assert [(p.line, p.title) for p in detect(lines)] == [
+        (1, "tests/test_a.py::test_b - assert 1 == 2"),
+        (2, "bad"),
+    ]
+
+
+def test_every_hint_is_in_every_line_its_matcher_matches() -> None:
+    hinted = {m.owner: m for m in BUILTIN if m.owner in HINTS}
+    assert all(len(m.patterns) == 1 for m in hinted.values())
+    for name in CASES:
+        for line in corpus_lines(name):
+            bare = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)
+            for owner, matcher in hinted.items():
+                if matcher.patterns[0].regex.search(bare):
+                    assert any(h in bare for h in HINTS[owner]), (name, owner, line)
+
+
+def test_the_prefilter_finds_every_line_a_rule_reports_or_completes() -> None:
+    # The prefilter relies on it: a problem's first or completing line must be found.
+    for name in CASES:
+        lines = corpus_lines(name)
+        reference = Detector(prefilter=False)
+        for n, line in enumerate(lines, start=1):
+            for problem in reference.feed(n, [line]):
+                completing = lines[problem.found_at - 1] if problem.found_at else line
+                bare = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", completing)
+                first = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", lines[problem.line - 1])
+                # A traceback is found at its first line, a rustc error at its last.
+                assert any(p.search(first) or p.search(bare) for p in PREFILTERS), (name, line)
+
+
+ALL_LINES = [line for name in CASES for line in corpus_lines(name)]
+
+
+def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool) -> list[Problem]:
+    detector = Detector(prefilter=prefilter)
+    found: list[Problem] = []
+    start = 0
+    for cut in [*sorted({c % (len(lines) + 1) for c in cuts}), len(lines)]:
+        if cut > start:
+            found += detector.feed(start + 1, lines[start:cut])
+            start = cut
+    return found + detector.flush()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, len(ALL_LINES) - 1), min_size=1, max_size=80),
+    cuts=st.lists(st.integers(0, 200), max_size=12),
+)
+def test_any_cutting_into_blocks_gives_the_same_problems_as_every_line_alone(
+    picks: list[int], cuts: list[int]
+) -> None:
+    # Random mixes of real lines (so multi-line rules begin and break anywhere), fed in random
+    # blocks with the prefilter, against one line at a time with every line through every rule.
+    lines = [ALL_LINES[i] for i in picks]
+    reference = Detector(prefilter=False)
+    expected_problems: list[Problem] = []
+    for n, line in enumerate(lines, start=1):
+        expected_problems += reference.feed(n, [line])
+    expected_problems += reference.flush()
+    assert run_in_blocks(lines, cuts, prefilter=True) == expected_problems
+    assert run_in_blocks(lines, cuts, prefilter=False) == expected_problems
+
+
+@settings(max_examples=50, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=40))
+def test_bytes_in_any_chunks_give_the_same_problems(sizes: list[int]) -> None:
+    data = b"".join((CORPUS / f"{name}.txt").read_bytes() for name in CASES)
+    whole = detect(LineSplitter().feed(data))
+    splitter, detector, found, seq, position = LineSplitter(), Detector(), [], 1, 0
+    while position < len(data):
+        for size in sizes:
+            lines = splitter.feed(data[position : position + size])
+            found += detector.feed(seq, lines)
+            seq += len(lines)
+            position += size
+    found += detector.feed(seq, splitter.flush()) + detector.flush()
+    assert found == whole
+
+
+def test_built_in_rules_apply_again_in_the_same_block_once_project_matchers_are_gone() -> None:
+    matcher = json.dumps(
+        {"problemMatcher": [{"owner": "x", "pattern": [{"regexp": "^X (.+)$", "message": 1}]}]}
+    )
+    detector = Detector(read_file=lambda path: matcher)
+    lines = [
+        "::add-matcher::x.json",
+        "X one",
+        "::remove-matcher owner=x::",
+        "X two",
+        "a.c:1: error: e",
+    ]
+    assert [p.line for p in detector.feed(1, lines)] == [2, 5]

@@ -1,0 +1,150 @@
+"""The problems panel, annotations and the job list's counts, in real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from . import test_viewer
+from .test_viewer import Child, finished_job, row, rows, start
+
+pytestmark = pytest.mark.browser
+
+FAILING = """
+import sys
+for n in range(1, 401):
+    if n == 60:
+        print("src/util.c:12:3: warning: unused variable 'x'", flush=True)
+    elif n == 200:
+        print("src/main.c:7:5: error: expected ';' before 'return'", flush=True)
+    elif n == 300:
+        print("make: *** [Makefile:3: all] Error 1", flush=True)
+    else:
+        print(f"step {n}: fine", flush=True)
+sys.exit(2)
+"""
+
+COMMANDS = """
+print("::group::Build")
+print("compiling")
+print("::endgroup::")
+print("::error file=app.py,line=3,title=Broken build::it broke")
+print("::add-mask::hunter2-secret")
+print("the password is hunter2-secret")
+print("done")
+"""
+
+
+# The browser and page fixtures of the viewer tests, shared (one definition).
+playwright = test_viewer.playwright
+browser = test_viewer.browser
+page = test_viewer.page
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Child]:
+    child = start(["serve", "--port", "0", "--data-dir", str(tmp_path / "data")])
+    yield child
+    child.stop()
+
+
+def test_a_failed_job_opens_at_its_first_error_and_the_panel_steps_through_errors(
+    page: Page, serve: Child, tmp_path: Path
+) -> None:
+    job_id = finished_job(tmp_path / "data", sys.executable, "-c", FAILING)
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    panel = page.locator("#problems")
+    expect(panel).to_be_visible()
+    # Errors first, then warnings, each jumping to its line.
+    expect(panel.locator(".problem .p-title")).to_have_text(
+        ["expected ';' before 'return'", "[Makefile:3: all] Error 1", "unused variable 'x'"]
+    )
+    expect(page.locator("#problems-summary")).to_have_text("2 errors, 1 warning")
+    expect(row(page, 200)).to_have_class(_has("sel"))
+    expect(row(page, 200)).to_be_in_viewport()
+    assert 400 not in rows(page) or not page.locator('#rows .r[data-s="400"]').is_visible()
+    page.locator("#log").focus()
+    page.keyboard.press("e")
+    expect(row(page, 300)).to_have_class(_has("sel"))
+    page.keyboard.press("e")  # wraps around to the first error
+    expect(row(page, 200)).to_have_class(_has("sel"))
+    page.keyboard.press("Shift+E")
+    expect(row(page, 300)).to_have_class(_has("sel"))
+    panel.locator(".problem.p-warning").click()
+    expect(row(page, 60)).to_have_class(_has("sel"))
+    expect(row(page, 60)).to_be_in_viewport()
+    page.locator("#problems-close").click()
+    expect(panel).to_be_hidden()
+    page.locator("#problems-button").click()
+    expect(panel).to_be_visible()
+
+
+def test_a_succeeded_job_opens_at_its_tail_with_annotations_and_no_endgroup_lines(
+    page: Page, serve: Child, tmp_path: Path
+) -> None:
+    job_id = finished_job(tmp_path / "data", sys.executable, "-c", COMMANDS)
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    expect(row(page, 7)).to_be_visible()
+    expect(page.locator("#problems")).to_be_hidden()
+    expect(page.locator("#problems-button")).to_have_text("Problems 1")
+    annotation = row(page, 4)
+    expect(annotation).to_have_class(_has("an-error"))
+    expect(annotation.locator(".an-title")).to_have_text("Broken build")
+    expect(annotation.locator(".an-msg")).to_have_text("it broke")
+    expect(annotation.locator(".an-where")).to_have_text("app.py:3")
+    expect(annotation).not_to_contain_text("::error")
+    assert 3 not in rows(page)  # ::endgroup:: is hidden, as on GitHub
+    assert 2 in rows(page)
+    expect(page.locator("#rows")).not_to_contain_text("hunter2-secret")
+    expect(row(page, 6)).to_contain_text("the password is ***")
+
+
+GATED = """
+import os, sys, time
+gate = sys.argv[1]
+print("starting", flush=True)
+while not os.path.exists(gate):
+    time.sleep(0.02)
+print("src/late.c:1:1: error: found while you watch", flush=True)
+while not os.path.exists(os.path.join(os.path.dirname(gate), "gate2")):
+    time.sleep(0.02)
+"""
+
+
+def test_the_panel_fills_live_and_the_job_list_shows_counts(page: Page, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    child = start(
+        ["run", "--quiet", "--port", "0", "--data-dir", str(tmp_path / "data"), "--",
+         sys.executable, "-c", GATED, str(gate)]
+    )  # fmt: skip
+    try:
+        page.goto(f"{child.base}/jobs/{child.job_id}")
+        expect(row(page, 1)).to_be_visible()
+        expect(page.locator("#problems-button")).to_have_text("Problems")
+        gate.write_text("go")
+        expect(page.locator("#problems-button")).to_have_text("Problems 1")
+        page.locator("#problems-button").click()
+        expect(page.locator("#problems .p-title")).to_have_text(["found while you watch"])
+        page.goto(f"{child.base}/")
+        badge = page.locator(f'.job[data-id="{child.job_id}"] .problem-counts .badge')
+        expect(badge).to_have_text(["✖ 1"])
+        page.locator("#filter-status").select_option("failed")
+        expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_hidden()
+        page.locator("#filter-status").select_option("running")
+        expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_visible()
+        page.locator("#filter-text").fill("no such job")
+        expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_hidden()
+        page.locator("#filter-text").fill("LATE.c")  # in its command, whatever the case
+        expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_visible()
+    finally:
+        (tmp_path / "gate2").write_text("go")
+        child.stop()
+
+
+def _has(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(^|\s){name}(\s|$)")
