@@ -4,9 +4,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real: Chromium for the viewer tests.
+# Debian packages the tests drive for real: Chromium for the viewer tests, redis-server for the
+# many-node tests (each test starts its own server in a temporary directory, never the service).
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
 if [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

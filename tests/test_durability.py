@@ -202,7 +202,7 @@ def test_pure_core_imports_no_async_framework() -> None:
     code = (
         "import sys\n"
         "import logstream.lines, logstream.ring, logstream.sse\n"
-        "import logstream.logformat, logstream.mask\n"
+        "import logstream.logformat, logstream.mask, logstream.redisformat\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )
