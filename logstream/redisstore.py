@@ -217,10 +217,13 @@ class RedisStore:
             return []
         return [_parse(entry) for entry in next(iter(found.values()))]
 
-    async def wait_changes(self, after_id: str, block_ms: int = FOLLOW_BLOCK_MS) -> str:
+    async def wait_changes(
+        self, after_id: str, block_ms: int = FOLLOW_BLOCK_MS
+    ) -> tuple[str, bool]:
         """Block until a job is created or ends after ``after_id`` (or ``block_ms`` pass).
 
-        Returns the ID to wait after next time; ``"$"`` waits for news from now on.
+        Returns the ID to wait after next time (``"$"``: wait for news from now on) and
+        whether anything changed.
         """
         with _mapped_errors():
             if after_id == "$":
@@ -229,9 +232,9 @@ class RedisStore:
             found = await self.client.xread(
                 {redisformat.CHANGES_KEY: after_id}, count=1000, block=block_ms
             )
-        if found:
-            after_id = _text(next(iter(found.values()))[-1].identifier)
-        return after_id
+        if not found:
+            return after_id, False
+        return _text(next(iter(found.values()))[-1].identifier), True
 
     async def remove_job(self, job_id: str) -> None:
         with _mapped_errors():
