@@ -11,6 +11,8 @@ Every failure to reach Redis (refused, reset, timed out, still loading its data)
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -242,6 +244,25 @@ class RedisStore:
             await self.client.zrem(redisformat.JOBS_KEY, [job_id])
             await self._announce(job_id)
 
+    async def remove_old_jobs(
+        self, keep_days: float | None, keep_jobs: int | None, now_s: float | None = None
+    ) -> list[str]:
+        """Remove ended jobs finished more than ``keep_days`` ago or beyond the newest
+        ``keep_jobs``; running jobs stay. Returns the removed IDs."""
+        now_s = time.time() if now_s is None else now_s
+        cutoff = now_s - keep_days * 86400 if keep_days is not None else None
+        removed: list[str] = []
+        for rank, (fields, alive) in enumerate(await self.jobs(limit=-1)):
+            if fields["status"] == "running" and alive:
+                continue
+            too_many = keep_jobs is not None and rank >= keep_jobs
+            finished = fields.get("finished_at") or fields.get("started_at") or ""
+            too_old = cutoff is not None and _timestamp(finished) < cutoff
+            if too_many or too_old:
+                await self.remove_job(fields["id"])
+                removed.append(fields["id"])
+        return removed
+
     async def memory_usage(self, job_id: str) -> int:
         """Bytes Redis uses for the job's keys (its own estimate, all entries sampled)."""
         total = 0
@@ -272,6 +293,13 @@ class RedisStore:
                 await self.load_functions()
                 return await self.client.fcall(name, keys, list(args))
             raise
+
+
+def _timestamp(iso: str) -> float:
+    try:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0  # unreadable: as old as can be
 
 
 def _text(value: str | bytes) -> str:

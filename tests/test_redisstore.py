@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import trio
 
@@ -59,9 +61,9 @@ def test_blocks_after_cuts_at_the_stored_line_and_refuses_holes() -> None:
     cut = redisformat.blocks_after(blocks, 4)
     assert [(b.first, b.last) for b in cut] == [(5, 6)]
     assert cut[0].payload == sse.encode_lines(5, ["line 5", "line 6"])
-    with pytest.raises(ValueError, match="1..3 are missing"):
+    with pytest.raises(ValueError, match=r"1\.\.3 are missing"):
         redisformat.blocks_after([block(4, 3)], 0)
-    with pytest.raises(ValueError, match="4..4 are missing"):
+    with pytest.raises(ValueError, match=r"4\.\.4 are missing"):
         redisformat.blocks_after([block(1, 3), block(5, 1)], 0)
 
 
@@ -167,6 +169,25 @@ async def test_jobs_are_listed_newest_first_and_removed(redis_server: RedisServe
         await store.remove_job("a3")
         assert await store.job_ids(10) == ["a2", "a1"]
         assert await redis_server_keys(store, "a3") == 0
+
+
+async def test_gc_removes_old_and_surplus_ended_jobs_only(redis_server: RedisServer) -> None:
+    async with RedisStore.connect(redis_server.url) as store:
+        await store.load_functions()
+        for day, job_id in enumerate(["d1", "d2", "d3", "d4"], start=1):
+            await store.create_job(job_id, job_fields(job_id))
+            await store.finish(job_id, "succeeded", 0, f"2026-12-0{day}T12:00:00.000Z", 0)
+        await store.set_lease("d5", "node", 60_000)
+        await store.create_job("d5", job_fields("d5"))  # running: never removed
+        await store.create_job("d6", job_fields("d6"))  # no lease: interrupted, removable
+        now = dt.datetime(2026, 12, 4, 13, tzinfo=dt.UTC).timestamp()
+        assert await store.remove_old_jobs(keep_days=1.5, keep_jobs=None, now_s=now) == [
+            "d2",
+            "d1",
+        ]
+        assert await store.remove_old_jobs(keep_days=None, keep_jobs=2, now_s=now) == ["d4", "d3"]
+        assert await store.job_ids(10) == ["d6", "d5"]
+        assert await store.remove_old_jobs(keep_days=None, keep_jobs=0, now_s=now) == ["d6"]
 
 
 async def redis_server_keys(store: RedisStore, job_id: str) -> int:
