@@ -85,13 +85,21 @@ class RedisStore:
         with _mapped_errors():
             await self.client.ping()
 
-    async def create_job(self, job_id: str, fields: dict[str, Any]) -> bool:
-        """Create the job unless it exists; True when this call created it."""
+    async def create_job(
+        self, job_id: str, fields: dict[str, Any], lease: tuple[str, int] | None = None
+    ) -> bool:
+        """Create the job unless it exists; True when this call created it.
+
+        ``lease``: ``(holder, ttl_ms)``, taken right after creation, before the job is listed,
+        so no node ever lists it as interrupted.
+        """
         with _mapped_errors():
             created = await self._fcall(
                 "logstream_create", [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
             )
             if created:
+                if lease is not None:
+                    await self.set_lease(job_id, *lease)
                 await self.client.zadd(redisformat.JOBS_KEY, {job_id: 0})
                 await self._announce(job_id)
         return bool(created)
@@ -173,6 +181,10 @@ class RedisStore:
         """Say that ``holder`` runs the job for the next ``ttl_ms``."""
         with _mapped_errors():
             await self.client.set(redisformat.lease_key(job_id), holder, px=ttl_ms)
+
+    async def drop_lease(self, job_id: str) -> None:
+        with _mapped_errors():
+            await self.client.delete([redisformat.lease_key(job_id)])
 
     async def lease_alive(self, job_id: str) -> bool:
         with _mapped_errors():
