@@ -31,7 +31,7 @@ import trio
 
 from logstream.joblog import Cursor, Read
 from logstream.redisformat import End, chunk_after
-from logstream.redisstore import FOLLOW_BLOCK_MS, RedisStore, RedisUnavailable
+from logstream.redisstore import FOLLOW_BLOCK_MS, RANGE_COUNT, RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block, Chunk, Ring
 from logstream.store import Job
 
@@ -68,6 +68,7 @@ class RedisLog:
         self._changed = trio.Event()
         self._unavailable: RedisUnavailable | None = None
         self.last_wait = -math.inf
+        self._entry_bytes = 64 * 1024
 
     @property
     def job(self) -> Job:
@@ -98,8 +99,12 @@ class RedisLog:
                 return Read(chunk, cursor.seq + 1)
         if cursor.seq >= self._last and not self.following and self.ended:
             return Read(Chunk(b"", cursor.seq, 0), cursor.seq + 1)
-        entries = await self.store.read_entries(self._job.id, cursor.seq)
+        # Ask for about ``max_bytes``: entries are whole blocks, of the size seen so far.
+        count = max(2, min(RANGE_COUNT, max_bytes // self._entry_bytes + 1))
+        entries = await self.store.read_entries(self._job.id, cursor.seq, count)
         blocks = [entry for entry in entries if isinstance(entry, Block)]
+        if blocks:
+            self._entry_bytes = max(1, sum(len(b.payload) for b in blocks) // len(blocks))
         for entry in entries:
             if isinstance(entry, End):
                 self._record_end(entry)

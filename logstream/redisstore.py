@@ -195,20 +195,21 @@ class RedisStore:
     ) -> list[Block | End]:
         """Entries from the one holding line ``after + 1``: blocks, then maybe the end.
 
-        Two reads: the entry whose first line is at or before ``after + 1`` (IDs are line
-        numbers), then the entries after it.
+        One round trip of two reads (IDs are line numbers): the entry whose first line is at
+        or before ``after + 1``, and up to ``count`` entries after it.
         """
         key = redisformat.log_key(job_id)
+        wanted = redisformat.entry_id(after + 1)
         with _mapped_errors():
-            before = await self.client.xrevrange(key, redisformat.entry_id(after + 1), "-", count=1)
-            start = "-"
-            entries: list[Block | End] = []
-            if before:
-                identifier, entry = _parse(before[0])
-                if isinstance(entry, End) or entry.last > after:
-                    entries.append(entry)
-                start = "(" + identifier
-            rest = await self.client.xrange(key, start, "+", count=count)
+            async with self.client.pipeline(transaction=False) as pipe:
+                before_reply = pipe.xrevrange(key, wanted, "-", count=1)
+                rest_reply = pipe.xrange(key, "(" + wanted, "+", count=count)
+            before, rest = await before_reply, await rest_reply
+        entries: list[Block | End] = []
+        if before:
+            entry = _parse(before[0])[1]
+            if isinstance(entry, End) or entry.last > after:
+                entries.append(entry)
         entries += [_parse(found)[1] for found in rest]
         return entries
 
