@@ -28,6 +28,8 @@ from logstream.ring import Block
 #: A blocking read returns after this long without news, so callers can look at leases.
 FOLLOW_BLOCK_MS = 2000
 CONNECT_TIMEOUT_S = 5.0
+#: Each job a node follows holds one connection in a blocking read, the rest share a few.
+MAX_CONNECTIONS = 4096
 #: Most entries one catch-up read asks for; entries hold whole blocks of many lines.
 RANGE_COUNT = 64
 
@@ -70,6 +72,7 @@ class RedisStore:
             url,
             decode_responses=False,
             connect_timeout=CONNECT_TIMEOUT_S,
+            max_connections=MAX_CONNECTIONS,
             # No retries inside the client: callers decide (a runner keeps its lines).
             retry_policy=coredis.retry.NoRetryPolicy(),
         )
