@@ -4,11 +4,11 @@
 ``JobRunner`` into a ``LiveLog`` (pipes, 64 KiB reads, ``LineSplitter``, ``encode_lines``, the
 ring, the writer task) and prints one JSON line: lines, wall seconds, CPU seconds.
 
-Without ``--disk`` the log's ``LogWriter`` is replaced by one that writes nothing: the writer
-task still batches, hops to a thread and marks blocks persisted (so the ring evicts as usual),
-but no byte reaches the disk. That is the honest "ingest without the disk store": the same code
-path minus the ``write()`` calls. logstream itself has no such switch, on purpose: every line
-is kept on disk (contract §3). No HTTP server runs here; it would sit idle anyway.
+Without ``--disk`` the log's ``JobWriter`` is one that keeps nothing: the writer task still
+batches, hops to a thread and marks blocks persisted (so the ring evicts as usual), but no byte
+reaches the disk. That is the honest "ingest without the disk store": the same code path minus
+the ``write()`` calls. logstream itself has no such switch, on purpose: every line is kept.
+No HTTP server runs here; it would sit idle anyway.
 """
 
 from __future__ import annotations
@@ -18,35 +18,49 @@ import json
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
 
+from logstream.backends.datadir import DataDirBackend
+from logstream.backends.protocol import Job, JobLog, JobWriter
 from logstream.joblog import LiveLog
+from logstream.jobspec import JobSpec
 from logstream.ring import Block
 from logstream.runner import JobRunner
-from logstream.store import Job, LogWriter
 
 
-class NullWriter(LogWriter):
-    """A ``LogWriter`` that keeps nothing."""
+class NullWriter:
+    """A ``JobWriter`` that keeps nothing: the ingest path without the disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.last_stored = 0
+
+    async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
+        await trio.to_thread.run_sync(lambda: None)  # the hop a real write takes
+        self.last_stored = blocks[-1].last if blocks else self.last_stored
+        return self.last_stored
+
+    async def finish(self, job: Job) -> None:
+        self.job = job
+
+    async def release(self) -> None:
         pass
 
-    def write(self, blocks: list[Block], sync: bool = False) -> None:
-        pass
-
-    def close(self, end_record: bytes) -> None:
-        pass
+    def open_log(self) -> JobLog:
+        raise NotImplementedError("nothing is stored")
 
 
 async def ingest(command: list[str], disk: bool, directory: Path) -> dict[str, float]:
-    job = Job(id="bench", name="bench", command=command)
-    log = LiveLog(directory, job)
-    if not disk:
-        log._writer = NullWriter()
-    runner = JobRunner(log, command, tee=False)
+    writer: JobWriter
+    if disk:
+        writer = await DataDirBackend(directory).create_job("bench", command)
+    else:
+        writer = NullWriter(Job(id="bench", name="bench", command=command))
+    log = LiveLog(writer)
+    runner = JobRunner(log, JobSpec(tuple(command), "bench", tee=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run_writer)
         before = resource.getrusage(resource.RUSAGE_SELF)

@@ -1,4 +1,7 @@
-"""The scenarios of issue 5. Each function runs once and returns its figures (a flat dict)."""
+"""The benchmark scenarios (docs/benchmarks.md).
+
+Each function runs once and returns its figures (a flat dict).
+"""
 
 from __future__ import annotations
 

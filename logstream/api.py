@@ -33,17 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trio
+from quart_trio import QuartTrio
 
+from logstream import routes
+from logstream.backends.open_backend import open_backend
 from logstream.catalog import Catalog
-from logstream.config import Settings, is_loopback
+from logstream.config import Settings
 from logstream.jobsfile import JobsFile, load_jobs_file
+from logstream.jobspec import GRACE_S, JobSpec
 from logstream.launch import JobHandle, JobSupervisor
-from logstream.mask import Masker
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.runner import GRACE_S
+from logstream.runner import RunOutcome
 from logstream.server import format_url, serve_http
-from logstream.store import DataDir, default_data_dir
-from logstream.taskrunner import TaskRunner, add_task_routes
+from logstream.store import default_data_dir
+from logstream.taskrunner import TaskRunner
 from logstream.web import AppState, create_app
 
 #: At most this long, leaving ``open_server`` waits for viewers to receive the end events.
@@ -86,12 +89,12 @@ class RunningJob:
     @property
     def url(self) -> str:
         """The job's page in the live viewer (give it to ``logstream tail`` too)."""
-        return f"{self._base_url}/jobs/{self.id}"
+        return self._base_url + routes.job_page(self.id)
 
     @property
     def events_url(self) -> str:
         """The job's Server-Sent Events stream."""
-        return f"{self._base_url}/api/jobs/{self.id}/events"
+        return self._base_url + routes.job_events(self.id)
 
     @property
     def status(self) -> str:
@@ -110,7 +113,9 @@ class RunningJob:
 
     async def wait(self) -> JobResult:
         """Wait until the job has ended and its log is complete on disk."""
-        result = await self._handle.wait()
+        return self._result(await self._handle.wait())
+
+    def _result(self, result: RunOutcome) -> JobResult:
         return JobResult(self.id, self.name, self.url, result.status, result.exit_code)
 
 
@@ -124,13 +129,20 @@ class Server:
         supervisor: JobSupervisor,
         tasks: TaskRunner,
         state: AppState,
+        app: QuartTrio,
     ) -> None:
         #: ``http://HOST:PORT`` (no trailing slash).
         self.url = url
         self.settings = settings
         self._supervisor = supervisor
         self._tasks = tasks
-        self._state = state
+        self.state = state
+        #: The ASGI app (to embed or test it).
+        self.app = app
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.state.catalog
 
     @property
     def data_dir(self) -> Path:
@@ -160,19 +172,23 @@ class Server:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
             raise ValueError("empty command")
-        handle = await self._supervisor.start(
+        spec = JobSpec.resolve(
+            self.settings,
             argv,
-            name=name or (command if isinstance(command, str) else " ".join(argv))[:200],
+            name=name or (command[:200] if isinstance(command, str) else None),
             cwd=Path(cwd) if cwd is not None else None,
             env={**os.environ, **env} if env else None,
             pty=pty,
             tee=tee,
-            masker=Masker.from_env(self.settings.masks),
-            ring_lines=self.settings.ring_lines,
             timeout_s=timeout_s,
             grace_s=grace_s,
         )
-        return RunningJob(handle, self.url)
+        return RunningJob(await self._supervisor.start(spec), self.url)
+
+    async def create(self, spec: JobSpec) -> JobHandle:
+        """Create a job whose command the caller runs (``await handle.run()``) in its own
+        task: its ID and URL are known before the command starts."""
+        return await self._supervisor.create(spec)
 
     async def run(
         self,
@@ -228,7 +244,7 @@ async def open_server(
 
     ``data_dir``: where logs are kept (default: ``$LOGSTREAM_DATA_DIR``, else
     ``$XDG_STATE_HOME/logstream``). ``port=0`` picks a free port; ``server.url`` tells which.
-    ``token``: require it from every client (§7); a host outside loopback needs one.
+    ``token``: require it from every client (docs/security.md); a host outside loopback needs one.
     ``jobs_file``: a TOML jobs file whose jobs ``POST /api/jobs`` (and ``start_defined``)
     may start. ``masks``: environment variables whose values become ``***`` in the logs.
 
@@ -244,8 +260,7 @@ async def open_server(
         masks=tuple(masks),
         cors_origin=cors_origin,
     )
-    if not is_loopback(host) and not token:
-        raise ValueError(f"refusing to listen on {host} without a token")
+    settings.check_exposure()
     jobs = load_jobs_file(Path(jobs_file)) if jobs_file is not None else None
     async with serve(settings, jobs, end_wait_s=end_wait_s) as server:
         yield server
@@ -258,28 +273,28 @@ async def serve(
     *,
     sock: socket.socket | None = None,
     end_wait_s: float = END_WAIT_S,
+    serve_tasks: bool = True,
 ) -> AsyncIterator[Server]:
-    """The server of ``open_server``, from ready ``Settings`` (``logstream serve`` uses it too).
+    """The one server assembly: ``logstream run``, ``logstream serve`` and ``open_server``.
 
-    ``sock``: a socket already bound with ``bind_socket``. On leaving, running jobs are
-    cancelled and their logs finished, viewers get up to ``end_wait_s`` to receive the end
-    events, then every stream ends and the server stops.
+    From ready ``Settings``: the backend, the catalog, the web app, the HTTP server and a job
+    supervisor. ``sock``: a socket already bound with ``bind_socket``. ``serve_tasks``: answer
+    ``POST /api/jobs`` (task-runner mode; ``jobs`` defines what it may start). On leaving,
+    running jobs are cancelled and their logs finished, viewers get up to ``end_wait_s`` to
+    receive the end events, then every stream ends (clients resume later) and the server
+    stops, its wait bounded by the graceful timeout.
     """
-    data = DataDir(settings.data_dir)
-    data.create()
-    catalog = Catalog(data)
-    app = create_app(catalog, settings)
-    state: AppState = app.extensions["logstream"]
-    supervisor = JobSupervisor(catalog)
-    tasks = TaskRunner(supervisor, settings, jobs)
-    add_task_routes(app, tasks)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
+    async with open_backend(settings) as backend, trio.open_nursery() as nursery:
+        catalog = Catalog(backend)
+        supervisor = JobSupervisor(catalog)
+        tasks = TaskRunner(supervisor, settings, jobs)
+        state = AppState(catalog, settings, tasks if serve_tasks else None)
+        stop = trio.Event()
+        app = create_app(state)
         bound_host, bound_port = await nursery.start(serve_http, app, settings, stop, sock)
         await nursery.start(supervisor.run)
-        server = Server(
-            format_url(settings.scheme, bound_host, bound_port), settings, supervisor, tasks, state
-        )
+        url = format_url(settings.scheme, bound_host, bound_port)
+        server = Server(url, settings, supervisor, tasks, state, app)
         try:
             yield server
         finally:
@@ -289,13 +304,6 @@ async def serve(
                 if end_wait_s > 0:
                     with trio.move_on_after(end_wait_s):
                         await state.wait_no_streams()
-            stop_serving(nursery, state, stop, settings)
-
-
-def stop_serving(
-    nursery: trio.Nursery, state: AppState, stop: trio.Event, settings: Settings
-) -> None:
-    """End every stream (clients resume later), stop the server, and bound the wait."""
-    state.shut_down()
-    stop.set()
-    nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1
+            state.shut_down()
+            stop.set()
+            nursery.cancel_scope.deadline = trio.current_time() + settings.graceful_timeout_s + 1

@@ -1,4 +1,9 @@
-"""Every job a server can show: the ones this process runs, and the rest of the data dir."""
+"""Every job a server can show: the ones this process writes, and the rest of its backend.
+
+A job whose lines reach this process (its runner runs here) is served from its ``LiveLog``
+(ring first, then the backend); any other job from the backend's ``open_log``. Opened logs
+are cached (at most ``FILE_LOG_CACHE``) so that every stream of a job shares one reader.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,18 @@ from collections import OrderedDict
 
 import trio
 
-from logstream.joblog import FileLog, JobLog, LiveLog
-from logstream.store import DataDir, Job, UnknownJob
+from logstream.backends.protocol import Backend, Job, JobLog
+from logstream.joblog import LiveLog
+from logstream.trioutil import wait_any
 
 FILE_LOG_CACHE = 256
 
 
 class Catalog:
-    def __init__(self, data_dir: DataDir) -> None:
-        self.data_dir = data_dir
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         self._live: dict[str, LiveLog] = {}
-        self._files: OrderedDict[str, FileLog] = OrderedDict()
+        self._stored: OrderedDict[str, JobLog] = OrderedDict()
         self._changed = trio.Event()
 
     def add_live(self, log: LiveLog) -> None:
@@ -24,51 +30,43 @@ class Catalog:
         self.notify()
 
     def retire(self, job_id: str) -> None:
-        """The job ended and its end is on disk: serve it from the data directory from now on."""
+        """The job ended and its end is stored: serve it from the backend from now on."""
         self._live.pop(job_id, None)
 
     def live_logs(self) -> list[LiveLog]:
         return list(self._live.values())
 
     def notify(self) -> None:
-        """A job started or ended: wake job-list streams."""
+        """A job of this process started or ended: wake job-list streams."""
         self._changed.set()
         self._changed = trio.Event()
 
     async def wait_changed(self) -> None:
-        await self._changed.wait()
+        """Return when a job may have changed: here (at once) or in the backend."""
+        await wait_any(self._changed.wait, self.backend.wait_changed)
 
     async def get(self, job_id: str) -> JobLog:
         """The job's log, its ``job`` and ``last`` as of now; raises ``UnknownJob``.
 
-        A job another process runs is re-read from disk (in a worker thread) on every call.
+        A job another process writes is refreshed from the backend on every call.
         """
         if live := self._live.get(job_id):
             return live
-        cached = self._files.get(job_id)
+        cached = self._stored.get(job_id)
         if cached is not None:
-            self._files.move_to_end(job_id)
+            self._stored.move_to_end(job_id)
             await cached.refresh()
             return cached
-        self.data_dir.job_path(job_id)  # validates the ID
-        log = await FileLog.open(self.data_dir, job_id)
+        log = await self.backend.open_log(job_id)
         # Another request may have opened it meanwhile: keep one reader per job.
-        cached = self._files.setdefault(job_id, log)
-        if len(self._files) > FILE_LOG_CACHE:
-            self._files.popitem(last=False)
+        cached = self._stored.setdefault(job_id, log)
+        if len(self._stored) > FILE_LOG_CACHE:
+            self._stored.popitem(last=False)
         if cached is not log:
             await cached.refresh()
         return cached
 
-    def jobs(self, limit: int = 500) -> list[Job]:
-        """The newest jobs first (blocking reads of small files: call from a thread)."""
-        found: list[Job] = []
-        for job_id in self.data_dir.job_ids()[:limit]:
-            if live := self._live.get(job_id):
-                found.append(live.job)
-                continue
-            try:
-                found.append(self.data_dir.read_job(job_id))
-            except (UnknownJob, ValueError, OSError):
-                continue  # just created, or removed meanwhile
-        return found
+    async def jobs(self, limit: int = 500) -> list[Job]:
+        """The newest jobs first; those of this process as they are now."""
+        found = await self.backend.list_jobs(limit)
+        return [live.job if (live := self._live.get(job.id)) else job for job in found]

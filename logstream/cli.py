@@ -8,31 +8,29 @@ from __future__ import annotations
 import functools
 import gc as python_gc  # the module; `gc` below is the command
 import os
-import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import trio
 
-from logstream import api
+from logstream import api, routes
 from logstream import tail as tail_module
-from logstream.catalog import Catalog
-from logstream.config import Settings, is_loopback
+from logstream.backends.protocol import Backend
+from logstream.config import Settings
+from logstream.errors import StorageError
 from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
-from logstream.launch import create_job
-from logstream.mask import Masker
+from logstream.jobspec import JobSpec
 from logstream.ring import DEFAULT_RING_LINES
-from logstream.server import PortInUse, bind_socket, format_url, serve_http
+from logstream.server import PortInUse, bind_socket
 from logstream.store import DataDir, default_data_dir
-from logstream.web import create_app
 
 F = TypeVar("F", bound=Callable[..., Any])
-END_WAIT_S = 5.0
 
 
 def say(message: str) -> None:
@@ -133,11 +131,13 @@ def make_settings(options: dict[str, Any]) -> Settings:
     masks += [m.strip() for m in os.environ.get("LOGSTREAM_MASK", "").split(",") if m.strip()]
     data_dir = options.pop("data_dir", None) or default_data_dir()
     settings = Settings(data_dir=Path(data_dir), masks=tuple(masks), **options)
-    if not is_loopback(settings.host) and not settings.token and not settings.no_auth:
+    try:
+        settings.check_exposure()
+    except ValueError as error:
         raise UsageError(
-            f"refusing to listen on {settings.host} without a token: set --token or "
-            "LOGSTREAM_TOKEN, or pass --no-auth to serve logs to anyone who can connect"
-        )
+            f"{error}: set --token or LOGSTREAM_TOKEN, or pass --no-auth to serve logs to "
+            "anyone who can connect"
+        ) from None
     return settings
 
 
@@ -191,62 +191,39 @@ def run(
     command's process group; SIGKILL follows after 10 s.
     """
     settings = make_settings(options)
-    job_name = name or shlex.join(command)[:200]
-    return trio.run(_run, settings, list(command), job_name, pty, quiet, linger)
+    spec = JobSpec.resolve(settings, command, name=name, pty=pty, tee=not quiet)
+    return trio.run(_run, settings, spec, linger)
 
 
-async def _run(
-    settings: Settings,
-    command: list[str],
-    name: str,
-    pty: bool,
-    quiet: bool,
-    linger_s: float | None,
-) -> int:
+async def _run(settings: Settings, spec: JobSpec, linger_s: float | None) -> int:
     sock = _bind(settings)
-    catalog = Catalog(_open_data_dir(settings))
-    app = create_app(catalog, settings)
-    state = app.extensions["logstream"]
-    stop_server = trio.Event()
     linger_over = trio.Event()
+    # After a linger nobody waits for the end events; else every connected viewer gets them,
+    # but not forever.
+    end_wait_s = 0 if linger_s is not None else api.END_WAIT_S
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(serve_http, app, settings, stop_server, sock)
-            job = await create_job(
-                nursery,
-                catalog,
-                command,
-                name=name,
-                pty=pty,
-                tee=not quiet,
-                masker=Masker.from_env(settings.masks),
-                ring_lines=settings.ring_lines,
-            )
-            job_id = job.id
+        async with (
+            _backend_errors(),
+            api.serve(settings, sock=sock, end_wait_s=end_wait_s, serve_tasks=False) as server,
+            trio.open_nursery() as nursery,
+        ):
+            job = await server.create(spec)
             freeze_startup_heap()
-            say(f"job {job_id} live at {format_url(settings.scheme, host, port)}/jobs/{job_id}")
-
-            forwarding = trio.CancelScope()
+            say(f"job {job.id} live at {server.url}{routes.job_page(job.id)}")
 
             async def forward_signals() -> None:
-                with forwarding:
-                    async for signum in signals:
-                        if job.job.ended:
-                            linger_over.set()
-                        else:
-                            job.cancel(signum)
+                async for signum in signals:
+                    if job.job.ended:
+                        linger_over.set()
+                    else:
+                        job.cancel(signum)
 
             nursery.start_soon(forward_signals)
             result = await job.run()
             if linger_s is not None:
                 with trio.move_on_after(linger_s):
                     await linger_over.wait()
-            else:
-                # Let every connected viewer receive the end event, but not forever.
-                with trio.move_on_after(END_WAIT_S):
-                    await state.wait_no_streams()
-            forwarding.cancel()
-            api.stop_serving(nursery, state, stop_server, settings)
+            nursery.cancel_scope.cancel()
     return result.exit_code
 
 
@@ -270,19 +247,13 @@ def _bind(settings: Settings) -> socket.socket:
         raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
 
-def _open_data_dir(settings: Settings) -> DataDir:
-    """The data directory, created if needed; one that cannot be used is a usage error."""
-    data_dir = DataDir(settings.data_dir)
+@asynccontextmanager
+async def _backend_errors() -> AsyncIterator[None]:
+    """A backend that cannot be used (an unwritable data directory) is a usage error."""
     try:
-        data_dir.create()
-        probe = data_dir.jobs_path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(
-            f"cannot use the data directory {settings.data_dir}: {error.strerror}"
-        ) from None
-    return data_dir
+        yield
+    except StorageError as error:
+        raise UsageError(error.message) from None
 
 
 @cli.command()
@@ -326,18 +297,18 @@ async def _serve(
     settings: Settings, jobs: JobsFile | None, keep_days: float | None, keep_jobs: int | None
 ) -> int:
     sock = _bind(settings)
-    data_dir = _open_data_dir(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # On SIGTERM streams end at once (clients resume later); running jobs are cancelled
         # and their logs finished before the server stops.
         async with (
+            _backend_errors(),
             api.serve(settings, jobs, sock=sock, end_wait_s=0) as server,
             trio.open_nursery() as nursery,
         ):
             freeze_startup_heap()
             say(f"serving at {server.url}/")
             if keep_days is not None or keep_jobs is not None:
-                nursery.start_soon(_gc_hourly, data_dir, keep_days, keep_jobs)
+                nursery.start_soon(_gc_hourly, server.catalog.backend, keep_days, keep_jobs)
             async for _signum in signals:
                 break
             say("shutting down")
@@ -345,9 +316,9 @@ async def _serve(
     return 0
 
 
-async def _gc_hourly(data_dir: DataDir, keep_days: float | None, keep_jobs: int | None) -> None:
+async def _gc_hourly(backend: Backend, keep_days: float | None, keep_jobs: int | None) -> None:
     while True:
-        removed = await trio.to_thread.run_sync(data_dir.gc, keep_days, keep_jobs)
+        removed = await backend.remove_old_jobs(keep_days, keep_jobs)
         if removed:
             say(f"removed {len(removed)} old jobs")
         await trio.sleep(3600)

@@ -1,9 +1,11 @@
-"""One typed settings object for the server, passed explicitly (hypercorn's ``Config`` style)."""
+"""One typed settings object for the server, passed explicitly (hypercorn's ``Config`` style).
+
+Pure: no trio, no I/O."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from logstream.ring import DEFAULT_RING_LINES
@@ -37,11 +39,16 @@ class Settings:
     stream_chunk_bytes: int = 128 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def scheme(self) -> str:
         return "https" if self.certfile else "http"
+
+    def check_exposure(self) -> None:
+        """Refuse (``ValueError``) to serve logs beyond loopback without a token, unless
+        ``no_auth`` says so: secure by default."""
+        if not is_loopback(self.host) and not self.token and not self.no_auth:
+            raise ValueError(f"refusing to listen on {self.host} without a token")
 
 
 def is_loopback(host: str) -> bool:

@@ -11,14 +11,7 @@ cross-site anyway; a page on the allowed origin sends ``Authorization: Bearer``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send
 
 ALLOW_METHODS = b"GET, POST"
 ALLOW_HEADERS = b"Authorization, Last-Event-ID, Content-Type"

@@ -1,4 +1,4 @@
-"""The jobs file of task-runner mode (contract §8): TOML in, frozen job definitions out.
+"""The jobs file of task-runner mode (docs/task-runner.md): TOML in, frozen job definitions out.
 
 Pure: no trio, no HTTP. Every mistake is a ``JobsFileError`` naming the file, the line when it
 can be found, and the field (``jobs.build.timeout_s: ...``), so ``serve --jobs`` can refuse a

@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 A job is launched in two steps, so that its ID and URL are known before its command starts
-(``logstream run`` prints the URL first): ``create_job`` allocates the job directory, takes its
-run lock, registers the ``LiveLog`` in the catalog and starts the log's writer task in the
-given nursery; ``JobHandle.run`` then runs the command to its end in the caller's task, records
-the end, waits until it is on disk and releases the run lock.
+(``logstream run`` prints the URL first): ``create_job`` creates the job in the catalog's
+backend (which makes this process its writer), registers its ``LiveLog`` in the catalog and
+starts the log's writer task in the given nursery; ``JobHandle.run`` then runs the command to
+its end in the caller's task and waits until the backend has recorded the end.
 
 ``JobSupervisor`` is a small service for servers that run many jobs: it owns a nursery, starts
 each job's ``run`` in it, knows the running ones by ID, and on ``close`` cancels them all and
@@ -18,18 +18,18 @@ A timeout stops the job like a cancel does (status ``cancelled``) and appends th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import sys
 
 import trio
 
 from logstream.catalog import Catalog
+from logstream.job import Job
 from logstream.joblog import LiveLog
-from logstream.mask import Masker
-from logstream.runner import GRACE_S, JobResult, JobRunner
-from logstream.store import DataDir, Job, hold_run_lock
+from logstream.jobspec import GRACE_S, JobSpec
+from logstream.runner import JobRunner, RunOutcome
 
 
 class JobHandle:
@@ -39,15 +39,11 @@ class JobHandle:
         self,
         log: LiveLog,
         runner: JobRunner,
-        lock_fd: int,
         catalog: Catalog,
-        timeout_s: float | None = None,
     ) -> None:
         self.log = log
         self.runner = runner
-        self.timeout_s = timeout_s
-        self.result: JobResult | None = None
-        self._lock_fd: int | None = lock_fd
+        self.result: RunOutcome | None = None
         self._catalog = catalog
         self._started = False
         self._done = trio.Event()
@@ -78,15 +74,15 @@ class JobHandle:
         if not self.job.ended:  # its process group may be gone, its ID reused
             self.runner.stop(signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end (call once); the end is on disk when this returns."""
         if self._started:
             raise RuntimeError(f"job {self.id} already runs")
         self._started = True
         try:
             async with trio.open_nursery() as nursery:
-                if self.timeout_s is not None:
-                    nursery.start_soon(self._stop_after_timeout, self.timeout_s)
+                if self.runner.spec.timeout_s is not None:
+                    nursery.start_soon(self._stop_after_timeout, self.runner.spec.timeout_s)
                 result = await self.runner.run()
                 nursery.cancel_scope.cancel()
             self.result = result
@@ -94,10 +90,9 @@ class JobHandle:
             await self.log.wait_closed()
             return result
         finally:
-            self._release()
             self._done.set()
 
-    async def wait(self) -> JobResult:
+    async def wait(self) -> RunOutcome:
         """Wait until the job has ended and its end is on disk; its status and exit code."""
         await self._done.wait()
         if self.result is None:
@@ -110,62 +105,32 @@ class JobHandle:
             self.runner.end_notice = f"logstream: timed out after {timeout_s:g} s"
             self.runner.stop(signal.SIGTERM)
 
-    def _release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
-
-async def create_job(
-    nursery: trio.Nursery,
-    catalog: Catalog,
-    command: Sequence[str],
-    *,
-    name: str,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    pty: bool = False,
-    tee: bool = False,
-    masker: Masker | None = None,
-    ring_lines: int | None = None,
-    timeout_s: float | None = None,
-    grace_s: float = GRACE_S,
-) -> JobHandle:
+async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> JobHandle:
     """A new job, visible in ``catalog``, with its log writer running in ``nursery``.
 
-    Its command starts when the caller awaits ``JobHandle.run()``. ``env`` replaces the
-    environment (``None``: ours); ``tee`` copies the output to our stdout and stderr.
+    Its command starts when the caller awaits ``JobHandle.run()``.
     """
-    data_dir: DataDir = catalog.data_dir
-    masker = masker or Masker(())
-    job_id, path = data_dir.new_job_dir()
-    lock_fd = hold_run_lock(path)
+    masker = spec.masker
+    writer = await catalog.backend.create_job(
+        # The command line often carries the secret too (`curl -H "token: $T"`).
+        masker.mask(spec.name),
+        [masker.mask(part) for part in spec.command],
+        job_id=spec.job_id,
+        cwd=str(spec.cwd or os.getcwd()),
+        pid=os.getpid(),
+        meta=spec.meta,
+    )
     try:
-        job = Job(
-            id=job_id,
-            # The command line often carries the secret too (`curl -H "token: $T"`).
-            name=masker.mask(name),
-            command=[masker.mask(part) for part in command],
-            cwd=str(cwd or os.getcwd()),
-            pid=os.getpid(),
-        )
-        log = LiveLog(path, job, ring_lines) if ring_lines else LiveLog(path, job)
-        runner = JobRunner(
-            log,
-            list(command),
-            cwd=cwd,
-            env=env,
-            pty=pty,
-            tee=tee,
-            masker=masker,
-            grace_s=grace_s,
-        )
+        log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
+        runner = JobRunner(log, spec)
         catalog.add_live(log)
         await nursery.start(log.run_writer)
     except BaseException:
-        os.close(lock_fd)
+        with trio.CancelScope(shield=True):
+            await writer.release()
         raise
-    return JobHandle(log, runner, lock_fd, catalog, timeout_s)
+    return JobHandle(log, runner, catalog)
 
 
 class JobSupervisor:
@@ -207,40 +172,20 @@ class JobSupervisor:
     def closing(self) -> bool:
         return self._closing.is_set()
 
-    async def start(
-        self,
-        command: Sequence[str],
-        *,
-        name: str,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        pty: bool = False,
-        tee: bool = False,
-        masker: Masker | None = None,
-        ring_lines: int | None = None,
-        timeout_s: float | None = None,
-        grace_s: float = GRACE_S,
-    ) -> JobHandle:
+    async def start(self, spec: JobSpec) -> JobHandle:
         """Start a job now; it runs in the supervisor's nursery."""
-        if self._nursery is None or self._closing.is_set():
-            raise RuntimeError("the job supervisor is not running")
-        handle = await create_job(
-            self._nursery,
-            self.catalog,
-            command,
-            name=name,
-            cwd=cwd,
-            env=env,
-            pty=pty,
-            tee=tee,
-            masker=masker,
-            ring_lines=ring_lines,
-            timeout_s=timeout_s,
-            grace_s=grace_s,
-        )
+        handle = await self.create(spec)
         self._jobs[handle.id] = handle
+        assert self._nursery is not None
         self._nursery.start_soon(self._run, handle)
         return handle
+
+    async def create(self, spec: JobSpec) -> JobHandle:
+        """A job whose log writer runs in the supervisor's nursery and whose command the
+        caller runs (``await handle.run()``): ``logstream run`` prints its URL first."""
+        if self._nursery is None or self._closing.is_set():
+            raise RuntimeError("the job supervisor is not running")
+        return await create_job(self._nursery, self.catalog, spec)
 
     def get(self, job_id: str) -> JobHandle | None:
         """The job with this ID, if this supervisor started it."""
@@ -259,3 +204,9 @@ class JobSupervisor:
             del self._jobs[handle.id]
             if handle.result is not None:
                 self.catalog.retire(handle.id)
+
+
+def _say_on_stderr(message: str) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()

@@ -65,10 +65,14 @@ def pack_index_entry(seq: int, offset: int, time_ms: int) -> bytes:
     return INDEX_ENTRY.pack(seq, offset, time_ms)
 
 
+def whole_index_length(data: bytes) -> int:
+    """How much of ``data`` is whole index entries (a crash can tear the last one)."""
+    return len(data) - len(data) % INDEX_ENTRY.size
+
+
 def unpack_index(data: bytes) -> Iterator[tuple[int, int, int]]:
     """Entries ``(seq, offset, time_ms)`` in order; a torn last entry is ignored."""
-    whole = len(data) - len(data) % INDEX_ENTRY.size
-    return INDEX_ENTRY.iter_unpack(data[:whole])
+    return INDEX_ENTRY.iter_unpack(data[: whole_index_length(data)])
 
 
 def iter_lines(records: bytes) -> Iterator[tuple[int, str, str]]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from logstream.catalog import Catalog
+
+class LiveJob(Protocol):
+    """What the metrics read of a job this process writes."""
+
+    @property
+    def last(self) -> int: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    @property
+    def ring_lines(self) -> int: ...
 
 
 @dataclass
@@ -14,13 +25,11 @@ class Metrics:
     streams_total: int = 0
     streams_refused: int = 0
     bytes_sent: int = 0
-    #: Set by the app state: the number of open event streams.
-    streams_open: int = 0
 
-    def render(self, catalog: Catalog, streams_open: int = 0) -> str:
-        live = catalog.live_logs()
+    def render(self, live: Sequence[LiveJob], streams_open: int = 0) -> str:
+        """The Prometheus text: these counters, ``streams_open``, and the jobs in ``live``."""
         lines_in = sum(log.last for log in live)
-        ring_lines = sum(log.ring.statistics().lines for log in live)
+        ring_lines = sum(log.ring_lines for log in live)
         rows = [
             ("logstream_streams_open", "gauge", "Event streams open now.", streams_open),
             ("logstream_streams_total", "counter", "Event streams opened.", self.streams_total),
@@ -35,7 +44,7 @@ class Metrics:
                 "logstream_jobs_running",
                 "gauge",
                 "Jobs this process runs now.",
-                sum(not log.job.ended for log in live),
+                sum(not log.ended for log in live),
             ),
             ("logstream_lines_total", "counter", "Lines read from this process's jobs.", lines_in),
             ("logstream_ring_lines", "gauge", "Lines held in ring buffers.", ring_lines),

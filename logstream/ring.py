@@ -44,6 +44,16 @@ class Block:
     def count(self) -> int:
         return self.last - self.first + 1
 
+    def after(self, seq: int) -> Block:
+        """This block without its lines up to ``seq`` (which must be inside it).
+
+        It then starts at the record of line ``seq + 1``: a time mark before it goes too.
+        """
+        if seq < self.first:
+            return self
+        at = sse.find_line_record(self.payload, seq + 1)
+        return Block(seq + 1, self.last, self.payload[at:], self.time_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:

@@ -34,43 +34,37 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
+from logstream.fdio import write_all
 from logstream.joblog import LiveLog
+from logstream.jobspec import JobSpec
 from logstream.lines import DEFAULT_LINE_LIMIT, LineSplitter
-from logstream.mask import Masker
 
 READ_BYTES = 64 * 1024
 TEE_BUFFER_BYTES = 1 << 20  # beyond this a slow terminal slows the command, as without us
 DRAIN_S = 0.5
 JOB_MARKER = "LOGSTREAM_JOB_ID"
-GRACE_S = 10.0
 PTY_SIZE = (50, 200)  # rows, columns
 
 
-@dataclass
-class JobResult:
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a job ended: its status and the command's exit status."""
+
     status: str
     exit_code: int
 
 
 @dataclass
 class JobRunner:
-    """Runs one command into a ``LiveLog``; ``stop()`` cancels it."""
+    """Runs one job's command into a ``LiveLog``; ``stop()`` cancels it."""
 
     log: LiveLog
-    command: Sequence[str]
-    cwd: Path | None = None
-    env: Mapping[str, str] | None = None
-    pty: bool = False
-    tee: bool = True
-    masker: Masker = field(default_factory=lambda: Masker(()))
+    spec: JobSpec
     line_limit: int = DEFAULT_LINE_LIMIT
-    grace_s: float = GRACE_S
     #: A ``logstream: `` line to append to the log's stderr right before the end (a timeout).
     end_notice: str | None = None
     _stop: trio.Event = field(default_factory=trio.Event)
@@ -98,21 +92,21 @@ class JobRunner:
         if self._pgid is not None:
             _killpg(self._pgid, signum)
 
-    async def run(self) -> JobResult:
+    async def run(self) -> RunOutcome:
         """Run the command to its end; record the end in the log; return status and exit code."""
         try:
             process, streams = await self._start()
         except OSError as error:
-            self._append_notice(f"logstream: cannot run {self.command[0]!r}: {error.strerror}")
+            self._append_notice(f"logstream: cannot run {self.spec.command[0]!r}: {error.strerror}")
             code = 127 if error.errno == errno.ENOENT else 126
             self.log.finish("failed", code)
-            return JobResult("failed", code)
+            return RunOutcome("failed", code)
         self._pgid = process.pid
         if self._stop.is_set():
             _killpg(process.pid, self._signal)
         readers_done = trio.Event()
         async with trio.open_nursery() as copying:
-            if self.tee:
+            if self.spec.tee:
                 self._tees = {fd: _Tee(fd) for fd in (1, 2)}
                 for tee in self._tees.values():
                     copying.start_soon(tee.run)
@@ -126,7 +120,7 @@ class JobRunner:
                 await self._end_job(process.pid)
                 # Every writer is gone: what is left in the pipes is finite; read it to EOF.
                 # Only a writer we could not kill keeps a pipe busy: give up after the grace.
-                with trio.move_on_after(self.grace_s):
+                with trio.move_on_after(self.spec.grace_s):
                     await readers_done.wait()
                 nursery.cancel_scope.cancel()
             for stream in streams:
@@ -144,19 +138,19 @@ class JobRunner:
             if self._stop.is_set():
                 # Told to stop: don't wait long for a terminal that takes nothing.
                 copying.cancel_scope.deadline = trio.current_time() + DRAIN_S
-        return JobResult(status, exit_code)
+        return RunOutcome(status, exit_code)
 
     async def _start(self) -> tuple[trio.Process, list[trio.abc.ReceiveStream]]:
-        env = dict(os.environ if self.env is None else self.env)
+        env = dict(os.environ if self.spec.env is None else self.spec.env)
         env[JOB_MARKER] = self.log.job.id
-        if not self.pty:
+        if not self.spec.pty:
             process = await trio.lowlevel.open_process(
-                list(self.command),
+                list(self.spec.command),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                cwd=self.cwd,
+                cwd=self.spec.cwd,
                 env=env,
             )
             assert process.stdout is not None and process.stderr is not None
@@ -169,12 +163,12 @@ class JobRunner:
             attributes[1] &= ~termios.ONLCR  # keep "\n" as is: no "\r\n" on every line
             termios.tcsetattr(secondary, termios.TCSANOW, attributes)
             process = await trio.lowlevel.open_process(
-                list(self.command),
+                list(self.spec.command),
                 stdin=subprocess.DEVNULL,
                 stdout=secondary,
                 stderr=secondary,
                 start_new_session=True,
-                cwd=self.cwd,
+                cwd=self.spec.cwd,
                 env=env,
                 preexec_fn=_take_controlling_terminal,
             )
@@ -208,7 +202,7 @@ class JobRunner:
                         break  # a pty reports the end of output as EIO
                 if scope.cancelled_caught or not chunk:
                     break  # EOF, or idle since the job ended: a leftover holds the pipe
-                self.log.append(self.masker.apply(splitter.feed(chunk)), stderr=stderr)
+                self.log.append(self.spec.masker.apply(splitter.feed(chunk)), stderr=stderr)
                 await self.log.wait_writable()
                 if tee is not None:
                     tee.put(chunk)
@@ -216,7 +210,7 @@ class JobRunner:
                         await tee.wait_room()
         finally:
             self._receive_scopes.pop(fd, None)
-            self.log.append(self.masker.apply(splitter.flush()), stderr=stderr)
+            self.log.append(self.spec.masker.apply(splitter.flush()), stderr=stderr)
 
     def _begin_ending(self) -> None:
         """The main process exited: readers stop when idle, and no longer wait for the tee."""
@@ -229,7 +223,7 @@ class JobRunner:
 
     async def _kill_after_grace(self, pgid: int) -> None:
         await self._stop.wait()
-        await trio.sleep(self.grace_s)
+        await trio.sleep(self.spec.grace_s)
         _killpg(pgid, signal.SIGKILL)
 
     async def _end_job(self, pgid: int) -> None:
@@ -238,7 +232,7 @@ class JobRunner:
         if not _job_alive(pgid, marker):
             return
         _signal_job(pgid, marker, signal.SIGTERM)
-        with trio.move_on_after(self.grace_s):
+        with trio.move_on_after(self.spec.grace_s):
             # No event tells when a process group empties: poll it.
             while _job_alive(pgid, marker):  # noqa: ASYNC110
                 await trio.sleep(0.02)
@@ -249,9 +243,9 @@ class JobRunner:
         line = text.encode() + b"\n"
         if 2 in self._tees:
             self._tees[2].put(line)
-        elif self.tee:
+        elif self.spec.tee:
             with contextlib.suppress(OSError):
-                _write_all(2, line)
+                write_all(2, line)
 
 
 def _take_controlling_terminal() -> None:
@@ -322,12 +316,6 @@ def _killpg_probe(pgid: int) -> bool:
     return True
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Tee:
     """Copies one stream's raw bytes to our own stdout or stderr, from a task of its own.
 
@@ -374,7 +362,7 @@ class _Tee:
             self._chunks.clear()
             try:
                 # Abandoned on cancel: a terminal that takes nothing must not hold us.
-                await trio.to_thread.run_sync(_write_all, self.fd, data, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(write_all, self.fd, data, abandon_on_cancel=True)
             except BrokenPipeError:
                 self._fail(None)  # our reader went away (`| head`): quietly stop copying
             except OSError as error:
@@ -391,7 +379,7 @@ class _Tee:
         if error is not None and self.fd != 2:
             name = {1: "stdout"}.get(self.fd, f"fd {self.fd}")
             with contextlib.suppress(OSError):
-                _write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
+                write_all(2, f"logstream: stopped copying to {name}: {error.strerror}\n".encode())
 
     def _wake(self) -> None:
         self._changed.set()

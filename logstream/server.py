@@ -4,7 +4,7 @@
 the real port is known), then runs hypercorn until ``stop`` is set. Callers start it with
 ``await nursery.start(serve_http, ...)``, which returns the bound ``(host, port)``.
 
-The ``Guard`` ASGI middleware sits in front of routing: it checks the token (§7 of the contract),
+The ``Guard`` ASGI middleware sits in front of routing: it checks the token (docs/security.md),
 so a 401 reveals nothing about which jobs exist, and it shields the final body send of every
 response (hypercorn 0.18 with quart-trio sends it from a cancelled scope otherwise, and the
 connection's keep-alive timer is never re-armed: idle keep-alive connections would stay open and
@@ -17,24 +17,17 @@ import errno
 import hmac
 import json
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
-from typing import Any
 from urllib.parse import parse_qs
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send
 from logstream.config import DEFAULT_PORT, Settings
 from logstream.cors import Cors
 from logstream.transport import WriteDeadline, tune_listener
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_COOKIE = "logstream_token"
 OPEN_PATHS = frozenset({"/healthz"})

@@ -15,18 +15,20 @@ import bisect
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import re
 import secrets
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from logstream import logformat, sse
+from logstream.errors import BadRequest, JobExists, UnknownJob
+from logstream.fdio import write_all
+from logstream.job import Job
 from logstream.ring import Block, Chunk
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -35,52 +37,12 @@ LAST_SEQ_SPAN_BYTES = 64 * 1024
 _last_id_time: dt.datetime | None = None
 
 
-class UnknownJob(LookupError):
-    """No job with this ID exists in the data directory."""
-
-
 def default_data_dir() -> Path:
     """``$LOGSTREAM_DATA_DIR``, else ``$XDG_STATE_HOME/logstream`` (``~/.local/state``)."""
     if configured := os.environ.get("LOGSTREAM_DATA_DIR"):
         return Path(configured)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "logstream"
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Job:
-    """A job's metadata, as ``job.json`` stores it and the API shows it."""
-
-    id: str
-    name: str
-    command: list[str]
-    cwd: str = ""
-    status: str = "running"
-    exit_code: int | None = None
-    started_at: str = field(default_factory=utc_now)
-    finished_at: str | None = None
-    lines: int = 0
-    pid: int | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self.status != "running"
-
-    def to_api(self) -> dict[str, object]:
-        shown = asdict(self)
-        del shown["pid"], shown["cwd"]
-        shown["url"] = f"/jobs/{self.id}"
-        return shown
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Job:
-        fields = json.loads(data)
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in fields.items() if k in known})
 
 
 class DataDir:
@@ -119,6 +81,18 @@ class DataDir:
                 continue
             return job_id, path
 
+    def named_job_dir(self, job_id: str) -> Path:
+        """A new, empty directory for a job whose ID the caller chose; ``JobExists`` if taken."""
+        if not JOB_ID.fullmatch(job_id):
+            raise BadRequest("a job ID is 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")
+        path = self.jobs_path / job_id
+        self.create()
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise JobExists(f"job {job_id} already exists") from None
+        return path
+
     def job_ids(self) -> list[str]:
         """IDs of every job with metadata, newest first."""
         try:
@@ -139,8 +113,7 @@ class DataDir:
             # Re-read: the runner may have finished between the two reads.
             job = Job.from_json((path / "job.json").read_bytes())
             if job.status == "running":
-                job.status = "interrupted"
-                job.lines = LogReader(path).last_seq()
+                job = replace(job, status="interrupted", lines=LogReader(path).last_seq())
         return job
 
     def remove_job(self, job_id: str) -> bool:
@@ -174,7 +147,7 @@ class DataDir:
 def write_job(path: Path, job: Job) -> None:
     """Replace ``job.json`` atomically (write a temporary file, fsync, rename)."""
     temporary = path / "job.json.tmp"
-    data = json.dumps(asdict(job), indent=1).encode()
+    data = job.to_json()
     with open(temporary, "wb") as file:
         file.write(data)
         file.flush()
@@ -229,15 +202,19 @@ class LogWriter:
         _write_blocks(self._log, [block.payload for block in blocks])
         self._size = offset
         if entries:
-            _write_all(self._index, b"".join(entries))
+            write_all(self._index, b"".join(entries))
         if sync:
             os.fsync(self._log)
 
     def close(self, end_record: bytes) -> None:
         """Append the end record, make everything durable, and close."""
-        _write_all(self._log, end_record)
+        write_all(self._log, end_record)
         os.fsync(self._log)
         os.fsync(self._index)
+        self.close_quietly()
+
+    def close_quietly(self) -> None:
+        """Close without an end record (after a failed write, or to give the job up)."""
         os.close(self._log)
         os.close(self._index)
 
@@ -275,12 +252,6 @@ def _write_blocks(fd: int, payloads: list[bytes]) -> None:
                 break
             written -= size
             at += 1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class LogReader:
@@ -397,7 +368,7 @@ class LogReader:
                 data = file.read()
         except FileNotFoundError:
             return
-        whole = len(data) - len(data) % logformat.INDEX_ENTRY.size
+        whole = logformat.whole_index_length(data)
         for entry in logformat.unpack_index(data[:whole]):
             if not self._seqs or entry[0] > self._seqs[-1]:
                 self._seqs.append(entry[0])

@@ -1,4 +1,4 @@
-"""``logstream tail URL``: follow one job's log in a terminal (contract §6).
+"""``logstream tail URL``: follow one job's log in a terminal (docs/tail.md).
 
 Theory of operation
 -------------------
@@ -40,7 +40,7 @@ import httpx
 import trio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from logstream import sse
+from logstream import routes, sse
 
 #: The job was cancelled without a non-zero exit code of its own (as after Ctrl-C).
 EXIT_CANCELLED = 130
@@ -86,11 +86,11 @@ class Target:
 
     @property
     def events_url(self) -> str:
-        return f"{self.base}/api/jobs/{self.job_id}/events"
+        return self.base + routes.job_events(self.job_id)
 
     @property
     def job_url(self) -> str:
-        return f"{self.base}/api/jobs/{self.job_id}"
+        return self.base + routes.job_api(self.job_id)
 
 
 def parse_target(url: str) -> Target:
@@ -150,8 +150,11 @@ class Output:
     def flush(self) -> None:
         if self._pending:
             file = self._files[self._pending_fd]
-            file.write(b"".join(self._pending))
+            data = b"".join(self._pending)
+            # Cleared before the write: a Ctrl-C (raised between any two bytecodes) right
+            # after the write must not leave the lines pending, to be written again on exit.
             self._pending.clear()
+            file.write(data)
             file.flush()
 
     async def flush_periodically(self) -> None:

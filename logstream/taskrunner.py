@@ -1,59 +1,27 @@
-"""Task-runner mode (contract §8): start and cancel the jobs a jobs file defines, over HTTP.
+"""Task-runner mode: start and cancel the jobs a jobs file defines (docs/task-runner.md).
 
 Theory of operation
 -------------------
 ``TaskRunner`` knows the job definitions and starts them in a ``JobSupervisor`` (which cancels
 every running job when the server shuts down). A request can only *name* a defined job: the
 command, its arguments, environment and folder come from the jobs file alone, so no request can
-run anything else (§7). ``max_running`` counts the jobs of that name this server runs,
+run anything else. ``max_running`` counts the jobs of that name this server runs,
 including starts still in progress, so two concurrent requests cannot both take the last slot.
 
-Starting and cancelling change state, so besides the token (checked by ``server.Guard`` before
-routing) they are refused from other sites (CSRF): the request must say
-``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
-browser ask the server first, a CORS preflight that we do not grant), and when it carries an
-``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.
+The HTTP routes (``POST /api/jobs``, ``POST /api/jobs/<ID>/cancel``) and their cross-site
+checks are in ``web``; this module raises domain errors (``errors``) only.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
-
-from quart import Response, request
-from quart_trio import QuartTrio
 
 from logstream.catalog import Catalog
 from logstream.config import Settings
+from logstream.errors import Conflict, NotFound, Unavailable
 from logstream.jobsfile import JobDefinition, JobsFile
+from logstream.jobspec import JobSpec
 from logstream.launch import JobHandle, JobSupervisor
-from logstream.mask import Masker
-from logstream.web import BadRequest, HTTPError, NotFound
-
-
-class Unavailable(HTTPError):
-    """The server is shutting down."""
-
-    status = 503
-
-
-class Conflict(HTTPError):
-    """The request clashes with the job's state (finished, or too many running)."""
-
-    status = 409
-
-
-class Forbidden(HTTPError):
-    """The request comes from another site (CSRF)."""
-
-    status = 403
-
-
-class UnsupportedMediaType(HTTPError):
-    """A state-changing request must be ``Content-Type: application/json``."""
-
-    status = 415
 
 
 class TaskRunner:
@@ -107,15 +75,7 @@ class TaskRunner:
             raise Conflict(f"{name}: already {limit} running (max_running = {limit})")
         self._starting[name] = self._starting.get(name, 0) + 1
         try:
-            handle = await self.supervisor.start(
-                definition.command,
-                name=definition.name,
-                cwd=definition.cwd,
-                env=definition.environment(os.environ),
-                masker=Masker.from_env(self.settings.masks),
-                ring_lines=self.settings.ring_lines,
-                timeout_s=definition.timeout_s,
-            )
+            handle = await self.supervisor.start(job_spec(self.settings, definition))
         finally:
             self._starting[name] -= 1
         self._by_name.setdefault(name, []).append(handle)
@@ -133,62 +93,13 @@ class TaskRunner:
         return handle
 
 
-def add_task_routes(app: QuartTrio, tasks: TaskRunner) -> None:
-    """Add ``POST /api/jobs`` and ``POST /api/jobs/<ID>/cancel`` to the app."""
-    state = app.extensions["logstream"]
-    state.tasks = tasks
-    settings = tasks.settings
-
-    @app.post("/api/jobs")
-    async def start_job() -> Response:
-        _refuse_cross_site(settings.cors_origin)
-        body = await _json_object()
-        extra = sorted(set(body) - {"name"})
-        if extra:
-            raise BadRequest(
-                f"unknown field {extra[0]!r}: a request only names a job of the jobs file; "
-                "its command, arguments, env and cwd come from that file"
-            )
-        name = body.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest('give the job to start as {"name": "..."}')
-        handle = await tasks.start(name)
-        response = _job_response(handle, 201)
-        response.headers["Location"] = f"/api/jobs/{handle.id}"
-        return response
-
-    @app.post("/api/jobs/<job_id>/cancel")
-    async def cancel_job(job_id: str) -> Response:
-        _refuse_cross_site(settings.cors_origin)
-        handle = await tasks.cancel(job_id)
-        return _job_response(handle, 202)
-
-
-def _refuse_cross_site(cors_origin: str | None) -> None:
-    content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise UnsupportedMediaType("send Content-Type: application/json")
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        own = f"{request.scheme}://{request.host}"
-        if origin.rstrip("/").lower() not in {own.lower(), (cors_origin or own).lower()}:
-            raise Forbidden(f"cross-origin request refused (Origin {origin[:100]!r})")
-    elif request.headers.get("Sec-Fetch-Site", "") == "cross-site":
-        raise Forbidden("cross-site request refused")
-
-
-async def _json_object() -> dict[str, Any]:
-    raw = await request.get_data(as_text=False)
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
-
-
-def _job_response(handle: JobHandle, status: int) -> Response:
-    shown = handle.job.to_api()
-    shown["lines"] = max(handle.log.last, handle.job.lines)
-    return Response(json.dumps(shown), status=status, content_type="application/json")
+def job_spec(settings: Settings, definition: JobDefinition) -> JobSpec:
+    """How a defined job runs: the server's settings, the definition's command and limits."""
+    return JobSpec.resolve(
+        settings,
+        definition.command,
+        name=definition.name,
+        cwd=definition.cwd,
+        env=definition.environment(os.environ),
+        timeout_s=definition.timeout_s,
+    )

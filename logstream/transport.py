@@ -34,17 +34,14 @@ import socket
 import stat
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from logstream.asgi import ASGIApp, Message, Receive, Scope, Send
+from logstream.trioutil import wait_any
 
 #: After the server is told to stop, a pending write gets this long before its connection is cut.
 SHUTDOWN_GRACE_S = 1.0
@@ -137,7 +134,7 @@ class WriteDeadline:
                     return
                 self._added = trio.Event()
                 if stop_at is None:
-                    await _wait_any(self._added.wait, self.stop.wait)
+                    await wait_any(self._added.wait, self.stop.wait)
                 else:
                     await self._added.wait()
                 continue
@@ -163,17 +160,6 @@ class WriteDeadline:
                     expired.append(write)
             self.aborted += abort_connections((w.local, w.peer) for w in expired)
             await trio.lowlevel.checkpoint()
-
-
-async def _wait_any(*waits: Callable[[], Awaitable[Any]]) -> None:
-    async with trio.open_nursery() as nursery:
-
-        async def wait_then_cancel(wait: Callable[[], Awaitable[Any]]) -> None:
-            await wait()
-            nursery.cancel_scope.cancel()
-
-        for wait in waits:
-            nursery.start_soon(wait_then_cancel, wait)
 
 
 def _address(value: Any) -> Address | None:

@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Request, Response, request
 from quart_trio import QuartTrio
 
-from logstream import logformat, sse
+from logstream import logformat, routes, sse
+from logstream.backends.protocol import Cursor, Job, JobLog
 from logstream.catalog import Catalog
 from logstream.config import Settings
-from logstream.joblog import Cursor, JobLog
+from logstream.errors import BadRequest, Forbidden, LogstreamError, UnsupportedMediaType
 from logstream.metrics import Metrics
-from logstream.store import UnknownJob
-
-if TYPE_CHECKING:
-    from logstream.taskrunner import TaskRunner
+from logstream.taskrunner import TaskRunner
+from logstream.trioutil import wait_any
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -52,42 +52,18 @@ SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holdin
 BEYOND_ANY_LINE = 10**18
 
 
-class HTTPError(Exception):
-    """An answer other than 200: status and a message for the JSON body."""
+def create_app(state: AppState) -> QuartTrio:
+    """The quart-trio app serving ``state.catalog``: every route is defined here.
 
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class BadRequest(HTTPError):
-    """The request is malformed (a resume ID that is not a number, ...)."""
-
-    status = 400
-
-
-class NotFound(HTTPError):
-    """No such job or route."""
-
-    status = 404
-
-
-def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
-    """The quart-trio app serving ``catalog``."""
+    With ``state.tasks`` (task-runner mode) it also starts and cancels defined jobs.
+    """
+    catalog, settings, tasks = state.catalog, state.settings, state.tasks
     app = QuartTrio(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
-    state = AppState(catalog, settings)
-    app.extensions["logstream"] = state
 
-    @app.errorhandler(HTTPError)
-    async def http_error(error: HTTPError) -> Response:
-        return _json({"error": error.message}, error.status)
-
-    @app.errorhandler(UnknownJob)
-    async def unknown_job(error: UnknownJob) -> Response:
-        return _json({"error": "no such job"}, 404)
+    @app.errorhandler(LogstreamError)
+    async def domain_error(error: LogstreamError) -> Response:
+        return _json({"error": error.message}, error.error_status_hint)
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
@@ -102,10 +78,7 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if settings.cors_origin and request.headers.get("Origin") == settings.cors_origin:
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_origin
-            response.headers["Vary"] = "Origin"
-        return response
+        return response  # CORS headers: the ``cors.Cors`` middleware, for every answer
 
     @app.get("/")
     async def index() -> Response:
@@ -122,18 +95,18 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body = state.metrics.render(catalog, state.streams)
+        body = state.metrics.render(catalog.live_logs(), state.streams)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/jobs")
     async def list_jobs() -> Response:
-        jobs = await trio.to_thread.run_sync(catalog.jobs)
-        return _json({"jobs": [job.to_api() for job in jobs], "defined": state.defined_jobs()})
+        jobs = await catalog.jobs()
+        return _json({"jobs": [job_json(job) for job in jobs], "defined": state.defined_jobs()})
 
     @app.get("/api/jobs/<job_id>")
     async def show_job(job_id: str) -> Response:
         log = await catalog.get(job_id)
-        return _json(_job_json(log))
+        return _json(job_json(log.job))
 
     @app.get("/api/jobs/<job_id>/events")
     async def events(job_id: str) -> Response:
@@ -186,23 +159,42 @@ def create_app(catalog: Catalog, settings: Settings) -> QuartTrio:
         response.timeout = None
         return response
 
+    if tasks is not None:
+
+        @app.post("/api/jobs")
+        async def start_job() -> Response:
+            refuse_cross_site(request, settings.cors_origin)
+            name = defined_job_name(await _json_object())
+            handle = await tasks.start(name)
+            response = _json(job_json(handle.job), 201)
+            response.headers["Location"] = routes.job_api(handle.id)
+            return response
+
+        @app.post("/api/jobs/<job_id>/cancel")
+        async def cancel_job(job_id: str) -> Response:
+            refuse_cross_site(request, settings.cors_origin)
+            handle = await tasks.cancel(job_id)
+            return _json(job_json(handle.job), 202)
+
     return app
 
 
 class AppState:
     """What the routes share: the catalog, settings, counters and the shutdown signal."""
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    def __init__(
+        self, catalog: Catalog, settings: Settings, tasks: TaskRunner | None = None
+    ) -> None:
         self.catalog = catalog
         self.settings = settings
+        #: Task-runner mode: the jobs a request may start.
+        self.tasks = tasks
         self.metrics = Metrics()
         self.streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
         #: The keep-alive scopes of event streams waiting for lines.
         self._waiting: set[trio.CancelScope] = set()
-        #: Task-runner mode (``taskrunner.add_task_routes``): the jobs a request may start.
-        self.tasks: TaskRunner | None = None
 
     def defined_jobs(self) -> list[dict[str, object]]:
         return self.tasks.defined() if self.tasks else []
@@ -252,7 +244,7 @@ class AppState:
                 if read.first > cursor.seq + 1:
                     prefix += sse.encode_gap(read.first)
                 yield prefix + chunk.payload if prefix else chunk.payload
-                cursor.seq = chunk.last
+                cursor = read.next
                 continue
             if opening is not None:
                 yield opening
@@ -281,20 +273,17 @@ class AppState:
 
     async def stream_job_list(self) -> AsyncIterator[bytes]:
         sent: dict[str, dict[str, Any]] = {}
-        jobs = await trio.to_thread.run_sync(self.catalog.jobs)
-        shown = [job.to_api() for job in jobs]
+        jobs = await self.catalog.jobs()
+        shown = [job_json(job) for job in jobs]
         sent = {str(job["id"]): job for job in shown}
         yield sse.encode_retry(self.settings.retry_ms) + _event("jobs", {"jobs": shown})
         while not self.shutting_down.is_set():
             with trio.move_on_after(1.0):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_cancel_when, self.shutting_down.wait, nursery)
-                    await self.catalog.wait_changed()
-                    nursery.cancel_scope.cancel()
-            jobs = await trio.to_thread.run_sync(self.catalog.jobs)
+                await wait_any(self.shutting_down.wait, self.catalog.wait_changed)
+            jobs = await self.catalog.jobs()
             out = []
             for job in jobs:
-                shown_job = job.to_api()
+                shown_job = job_json(job)
                 if sent.get(job.id) != shown_job:
                     sent[job.id] = shown_job
                     out.append(_event("job", shown_job))
@@ -322,22 +311,70 @@ class StreamSlot:
         self.release()
 
 
-async def _cancel_when(wait: Callable[[], Any], nursery: trio.Nursery) -> None:
-    await wait()
-    nursery.cancel_scope.cancel()
-
-
 def _event(name: str, data: object) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def defined_job_name(body: dict[str, Any]) -> str:
+    """The job a start request names: ``{"name": "..."}`` and nothing else."""
+    extra = sorted(set(body) - {"name"})
+    if extra:
+        raise BadRequest(
+            f"unknown field {extra[0]!r}: a request only names a job of the jobs file; "
+            "its command, arguments, env and cwd come from that file"
+        )
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest('give the job to start as {"name": "..."}')
+    return name
+
+
+def refuse_cross_site(request: Request, cors_origin: str | None) -> None:
+    """Refuse a state-changing request another site may have sent.
+
+    Starting and cancelling change state, so besides the token (checked by ``server.Guard``
+    before routing) they are refused from other sites (CSRF): the request must say
+    ``Content-Type: application/json`` (which a plain HTML form cannot send, and which makes a
+    browser ask the server first, a CORS preflight that we do not grant), and when it carries
+    an ``Origin`` header, that must be this server's own origin or the ``--cors-origin`` one.."""
+    content_type = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType("send Content-Type: application/json")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        own = f"{request.scheme}://{request.host}"
+        if origin.rstrip("/").lower() not in {own.lower(), (cors_origin or own).lower()}:
+            raise Forbidden(f"cross-origin request refused (Origin {origin[:100]!r})")
+    elif request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        raise Forbidden("cross-site request refused")
+
+
+async def _json_object() -> dict[str, Any]:
+    """The request's body: a JSON object (empty counts as ``{}``)."""
+    raw = await request.get_data(as_text=False)
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type="application/json")
 
 
-def _job_json(log: JobLog) -> dict[str, object]:
-    shown = log.job.to_api()
-    shown["lines"] = max(log.last, log.job.lines)
+def job_json(job: Job) -> dict[str, object]:
+    """The job as the HTTP API shows it (without the runner's process ID and folder)."""
+    shown = asdict(job)
+    del shown["pid"], shown["cwd"]
+    shown["command"] = list(job.command)
+    if job.meta:
+        shown["meta"] = dict(job.meta)
+    else:
+        del shown["meta"]
+    shown["url"] = routes.job_page(job.id)
     return shown
 
 
@@ -355,8 +392,8 @@ def _number(value: str | None, name: str) -> int | None:
     if not DIGITS.fullmatch(value):
         raise BadRequest(f"{name} must be a non-negative integer, got {value[:40]!r}")
     digits = value.lstrip("0")
-    # Valid however big (§5), but int() refuses more than 4,300 digits: any value this long is
-    # beyond every line there will ever be.
+    # Valid however big (docs/protocol.md), but int() refuses more than 4,300 digits: any
+    # value this long is beyond every line there will ever be.
     return int(digits or "0") if len(digits) <= 18 else BEYOND_ANY_LINE
 
 
@@ -384,7 +421,7 @@ async def _plain_text(log: JobLog) -> AsyncIterator[bytes]:
         if not read.chunk.payload:
             return
         yield logformat.plain_text(read.chunk.payload)
-        cursor.seq = read.chunk.last
+        cursor = read.next
 
 
 async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, object]:
@@ -408,7 +445,7 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             lines.append(line)
         end_seq = lines[-1][0] if lines else chunk.last
         times += [t for t in logformat.iter_times(chunk.payload, chunk.last + 1) if t[0] <= end_seq]
-        cursor.seq = end_seq
+        cursor = read.next if end_seq == chunk.last else Cursor(end_seq)
     return {
         "lines": lines,
         "times": times,
@@ -429,7 +466,7 @@ async def _search(log: JobLog, query: str, limit: int) -> tuple[list[int], bool]
         chunk = read.chunk
         if not chunk.payload:
             return matches, False
-        cursor.seq = chunk.last
+        cursor = read.next
         found = await trio.to_thread.run_sync(
             logformat.search_lines, chunk.payload, needle, limit - len(matches)
         )

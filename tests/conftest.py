@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -13,12 +12,14 @@ import httpx
 import pytest
 import trio
 
+from logstream import api
+from logstream.backends.datadir import DataDirBackend
+from logstream.backends.protocol import JobWriter
 from logstream.catalog import Catalog
 from logstream.config import Settings
 from logstream.joblog import LiveLog
-from logstream.server import serve_http
-from logstream.store import DataDir, Job, hold_run_lock
-from logstream.web import AppState, create_app
+from logstream.store import DataDir
+from logstream.web import AppState
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +40,13 @@ class Server:
     state: AppState
     nursery: trio.Nursery
     app: Any
-    lock_fds: list[int] = field(default_factory=list)
+    writers: list[JobWriter] = field(default_factory=list)
 
     async def new_job(self, name: str = "job", ring_lines: int = 100_000) -> LiveLog:
         """A job run by 'this process': the test appends its lines like the runner would."""
-        job_id, path = self.data_dir.new_job_dir()
-        self.lock_fds.append(hold_run_lock(path))
-        log = LiveLog(path, Job(id=job_id, name=name, command=[name]), ring_lines)
+        writer = await self.catalog.backend.create_job(name, [name])
+        self.writers.append(writer)
+        log = LiveLog(writer, ring_lines)
         self.catalog.add_live(log)
         await self.nursery.start(log.run_writer)
         return log
@@ -53,34 +54,28 @@ class Server:
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(30.0), **kwargs)
 
-
-async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Server, trio.Event]:
-    data_dir = DataDir(settings.data_dir)
-    data_dir.create()
-    catalog = Catalog(data_dir)
-    app = create_app(catalog, settings)
-    stop = trio.Event()
-    host, port = await nursery.start(serve_http, app, settings, stop)
-    server = Server(
-        f"http://{host}:{port}", catalog, data_dir, app.extensions["logstream"], nursery, app
-    )
-    return server, stop
+    async def release_jobs(self) -> None:
+        """Unfinished test jobs: their runner 'dies' (they read as interrupted)."""
+        for writer in self.writers:
+            await writer.release()
 
 
 @asynccontextmanager
 async def running_server(settings: Settings) -> AsyncIterator[Server]:
-    """A server of its own for a test that needs special settings; stopped on exit."""
+    """A server of its own for a test: the product's one assembly (``api.serve``), no grace
+    for viewers at the end; test jobs' writers run in the test's nursery until cancelled."""
     async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        try:
-            yield server
-        finally:
-            server.state.shut_down()
-            stop.set()
-            for fd in server.lock_fds:
-                os.close(fd)
-            # Job writers of unfinished test jobs run until cancelled.
-            nursery.cancel_scope.cancel()
+        async with api.serve(settings, end_wait_s=0, serve_tasks=False) as served:
+            catalog = served.catalog
+            backend = catalog.backend
+            assert isinstance(backend, DataDirBackend)
+            server = Server(served.url, catalog, backend.data, served.state, nursery, served.app)
+            try:
+                yield server
+            finally:
+                await server.release_jobs()
+        # Job writers of unfinished test jobs run until cancelled.
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
@@ -89,13 +84,9 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
-    running, stop = await start_server(nursery, settings)
-    yield running
-    running.state.shut_down()
-    stop.set()
-    for fd in running.lock_fds:
-        os.close(fd)
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    async with running_server(settings) as running:
+        yield running
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:

@@ -202,7 +202,10 @@ def test_pure_core_imports_no_async_framework() -> None:
     code = (
         "import sys\n"
         "import logstream.lines, logstream.ring, logstream.sse\n"
-        "import logstream.logformat, logstream.mask, logstream.redisformat\n"
+        "import logstream.logformat, logstream.mask, logstream.config, logstream.jobsfile\n"
+        "import logstream.jobspec, logstream.job, logstream.routes, logstream.errors\n"
+        "import logstream.backends.protocol, logstream.metrics, logstream.asgi\n"
+        "import logstream.fdio, logstream.cors, logstream.redisformat\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )

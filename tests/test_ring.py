@@ -106,3 +106,11 @@ def test_reading_from_any_cursor_gives_each_line_once_in_order(
         cursor = chunk.last
     assert seen == list(range(seen[0] if seen else last + 1, last + 1))
     assert not seen or seen[0] == max(ring.first, 1) or seen[0] >= ring.first
+
+
+def test_a_block_after_a_line_inside_it_starts_at_the_next_line() -> None:
+    whole = Block(3, 5, sse.encode_time(7) + sse.encode_lines(3, ["c", "d", "e"]), 7)
+    rest = whole.after(3)
+    assert (rest.first, rest.last, rest.time_ms) == (4, 5, 7)
+    assert rest.payload == sse.encode_lines(4, ["d", "e"])
+    assert whole.after(2) is whole

@@ -18,9 +18,10 @@ import pytest
 import trio
 
 from logstream import sse
+from logstream.job import Job
 from logstream.ring import Block
 from logstream.sse import SSEParser
-from logstream.store import DataDir, Job, LogWriter, write_job
+from logstream.store import DataDir, LogWriter, write_job
 
 from .processes import DEADLINE_S, start_logstream
 

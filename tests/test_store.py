@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 from logstream import logformat, sse
+from logstream.job import Job
 from logstream.ring import Block
-from logstream.store import DataDir, Job, LogReader, LogWriter, hold_run_lock, write_job
+from logstream.store import DataDir, LogReader, LogWriter, hold_run_lock, write_job
 
 
 def write_lines(path: Path, count: int, per_block: int = 1000, width: int = 40) -> None:

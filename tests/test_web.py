@@ -14,10 +14,11 @@ import trio.lowlevel
 
 from logstream import joblog, sse
 from logstream.config import Settings
+from logstream.job import Job
 from logstream.joblog import Cursor, Read
 from logstream.ring import Block
 from logstream.sse import Event, SSEParser
-from logstream.store import Job, LogWriter, write_job
+from logstream.store import LogWriter, write_job
 
 from .conftest import Server, running_server, with_settings
 

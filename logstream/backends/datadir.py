@@ -1,0 +1,371 @@
+"""The data directory as a ``Backend``: the default, for one machine.
+
+Theory of operation
+-------------------
+Files and their format belong to ``store`` (synchronous, called from worker threads); this
+module puts them behind the async ``Backend`` protocol.
+
+A job's writer holds the ``flock`` on its ``lock`` file from ``create_job`` until ``finish`` or
+``release``; the kernel drops it when the writing process dies, even by ``kill -9``, so "is the
+runner alive" is "is the lock held", and a job whose ``job.json`` says ``running`` while nobody
+holds the lock reads as ``interrupted``. The end is recorded in this order: the ``end`` record
+appended to the log and fsynced, then ``job.json`` rewritten, then the lock released; readers
+(``FileLog``) read in the opposite order, so whatever says "ended" is read before the lines are
+counted.
+
+``FileLog`` reads a job that another process runs or ran. While the job runs it re-reads the
+job's state (file size, last line, end record, ``job.json``) from a worker thread: for every
+request that shows the state (``refresh``), and for waiting streams at most every
+``POLL_INTERVAL_S``, one read shared by all of them. Its cursor positions are file offsets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from logstream import sse, store
+from logstream.backends.protocol import Cursor, Job, JobLog, Read
+from logstream.errors import Conflict, StorageError, UnknownJob
+from logstream.ring import Block
+from logstream.store import DataDir, LogReader, LogWriter
+
+POLL_INTERVAL_S = 0.1
+#: How often ``wait_changed`` returns: the data directory cannot notify, so job lists poll.
+LIST_POLL_INTERVAL_S = 1.0
+
+
+class DataDirBackend:
+    """Jobs in ``<path>/jobs/<ID>/``; any number of processes on one machine share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.data = DataDir(path)
+
+    @property
+    def path(self) -> Path:
+        return self.data.path
+
+    def check(self) -> None:
+        """Create the directory and prove it writable; ``StorageError`` saying why not."""
+        try:
+            self.data.create()
+            probe = self.data.jobs_path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise StorageError(
+                f"cannot use the data directory {self.path}: {error.strerror}"
+            ) from None
+
+    def new_job_id(self) -> str:
+        job_id, path = self.data.new_job_dir()
+        path.rmdir()
+        return job_id
+
+    async def create_job(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        job_id: str | None = None,
+        cwd: str = "",
+        pid: int | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> DataDirWriter:
+        def create() -> DataDirWriter:
+            if job_id is None:
+                new_id, path = self.data.new_job_dir()
+            else:
+                new_id, path = job_id, self.data.named_job_dir(job_id)
+            lock_fd = store.hold_run_lock(path)
+            try:
+                job = Job(
+                    id=new_id,
+                    name=name,
+                    command=tuple(command),
+                    cwd=cwd,
+                    pid=pid,
+                    meta=dict(meta or {}),
+                )
+                store.write_job(path, job)
+                return DataDirWriter(self.data, path, job, lock_fd, last_stored=0)
+            except BaseException:
+                os.close(lock_fd)
+                raise
+
+        return await trio.to_thread.run_sync(create)
+
+    async def resume_job(self, job_id: str) -> DataDirWriter:
+        def resume() -> DataDirWriter:
+            path = self.data.job_path(job_id)
+            job = self.data.read_job(job_id)
+            try:
+                lock_fd = store.hold_run_lock(path)
+            except BlockingIOError:
+                raise Conflict(f"job {job_id} is being written by another process") from None
+            try:
+                job = self.data.read_job(job_id)  # as it is now that nobody else writes it
+                if job.status not in ("running", "interrupted"):
+                    raise Conflict(f"job {job_id} has already ended ({job.status})")
+                job = replace(job, status="running")
+                last = LogReader(path).last_seq()
+                return DataDirWriter(self.data, path, job, lock_fd, last_stored=last)
+            except BaseException:
+                os.close(lock_fd)
+                raise
+
+        return await trio.to_thread.run_sync(resume)
+
+    async def open_log(self, job_id: str) -> FileLog:
+        return await FileLog.open(self.data, job_id)
+
+    async def list_jobs(self, limit: int = 500) -> list[Job]:
+        return await trio.to_thread.run_sync(self._list_jobs, limit)
+
+    def _list_jobs(self, limit: int) -> list[Job]:
+        found: list[Job] = []
+        for job_id in self.data.job_ids()[:limit]:
+            try:
+                found.append(self.data.read_job(job_id))
+            except (UnknownJob, ValueError, OSError):
+                continue  # just created, or removed meanwhile
+        return found
+
+    async def wait_changed(self) -> None:
+        await trio.sleep(LIST_POLL_INTERVAL_S)
+
+    async def runner_alive(self, job_id: str) -> bool:
+        path = self.data.job_path(job_id)
+        return await trio.to_thread.run_sync(store.runner_alive, path)
+
+    async def remove_old_jobs(self, keep_days: float | None, keep_jobs: int | None) -> list[str]:
+        return await trio.to_thread.run_sync(self.data.gc, keep_days, keep_jobs)
+
+
+class DataDirWriter:
+    """The writer of one job of the data directory; holds its run lock until it ends."""
+
+    def __init__(
+        self, data: DataDir, path: Path, job: Job, lock_fd: int, *, last_stored: int
+    ) -> None:
+        self.path = path
+        self._data = data
+        self._job = job
+        self._lock_fd: int | None = lock_fd
+        self._writer: LogWriter | None = LogWriter(path)
+        self._last_stored = last_stored
+        #: After a failed append nothing more is appended: it could leave a torn record
+        #: inside the file (a torn tail is ignored by readers).
+        self._broken = False
+
+    @property
+    def job(self) -> Job:
+        return self._job
+
+    @property
+    def last_stored(self) -> int:
+        return self._last_stored
+
+    async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
+        new = new_blocks(blocks, self._last_stored)
+        if not new:
+            return self._last_stored
+        if self._broken or self._writer is None:
+            raise StorageError(f"the log of job {self._job.id} can no longer be written")
+        try:
+            await trio.to_thread.run_sync(self._writer.write, new, sync)
+        except OSError:
+            self._broken = True
+            raise
+        self._last_stored = new[-1].last
+        return self._last_stored
+
+    async def finish(self, job: Job) -> None:
+        """Append the end record (unless a write failed), rewrite ``job.json``, unlock.
+
+        Runs to its end even when cancelled: a half-recorded end would read ``interrupted``.
+        The first error is raised once all steps were tried.
+        """
+        self._job = job
+        errors: list[OSError] = []
+        with trio.CancelScope(shield=True):
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                end = sse.encode_end(job.status, job.exit_code)
+                try:
+                    if self._broken:
+                        await trio.to_thread.run_sync(writer.close_quietly)
+                    else:
+                        await trio.to_thread.run_sync(writer.close, end)
+                except OSError as error:
+                    errors.append(error)
+            if self._lock_fd is not None:
+                try:
+                    await trio.to_thread.run_sync(store.write_job, self.path, job)
+                except OSError as error:
+                    errors.append(error)
+            await self.release()
+        if errors:
+            raise errors[0]
+
+    async def release(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            with suppress(OSError):
+                writer.close_quietly()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def open_log(self) -> FileLog:
+        return FileLog(self._data, self._job)
+
+
+def new_blocks(blocks: Sequence[Block], last_stored: int) -> list[Block]:
+    """``blocks`` without the lines at or below ``last_stored``; ``StorageError`` on a hole.
+
+    A block that straddles ``last_stored`` is cut at its next line's record (the time mark
+    before it, if any, is dropped with the older lines).
+    """
+    new: list[Block] = []
+    expected = last_stored + 1
+    for block in blocks:
+        if block.last < expected:
+            continue
+        if block.first > expected:
+            raise StorageError(f"lines {expected}..{block.first - 1} are missing")
+        block = block.after(expected - 1)
+        new.append(block)
+        expected = block.last + 1
+    return new
+
+
+class FileLog:
+    """A job in the data directory that another process runs or ran.
+
+    ``job`` and ``last`` are what the last ``refresh`` read from disk: callers await
+    ``refresh()`` before using them (``Catalog.get`` does), so a cached ``FileLog`` never shows
+    a job as it was minutes ago. Reads run in a worker thread, one at a time per job; callers
+    that arrive meanwhile share the next read.
+    """
+
+    def __init__(self, data_dir: DataDir, job: Job) -> None:
+        """No I/O here: ``open`` reads the job's state in a worker thread."""
+        self._data_dir = data_dir
+        self.path = data_dir.job_path(job.id)
+        self._job = job
+        self._reader = LogReader(self.path)
+        self._size = -1
+        self._last = job.lines
+        # job.json says the job ended (or its runner is gone): nothing will change any more.
+        self._final = job.ended
+        # The end record, which the runner writes before it rewrites job.json.
+        self._end: tuple[str, int | None] | None = None
+        self._read_started_at = -float("inf")  # trio time at which the last done read began
+        self._reading: trio.Event | None = None
+
+    @classmethod
+    async def open(cls, data_dir: DataDir, job_id: str) -> FileLog:
+        """The job's log with its current state; raises ``UnknownJob``."""
+
+        def load() -> FileLog:
+            log = cls(data_dir, data_dir.read_job(job_id))
+            if not log._final:
+                log._refresh_sync()
+            return log
+
+        started = trio.current_time()
+        log = await trio.to_thread.run_sync(load)
+        log._read_started_at = started
+        return log
+
+    @property
+    def job(self) -> Job:
+        return self._job.with_lines(self._last)
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    async def refresh(self, max_age_s: float = 0.0) -> None:
+        """Make ``job`` and ``last`` come from a disk read begun at most ``max_age_s`` ago.
+
+        With the default 0 the read begins after this call, so whatever the other process had
+        written when a request arrived is in the answer.
+        """
+        need_after = trio.current_time() - max_age_s
+        while not self._final and self._read_started_at <= need_after:
+            if self._reading is not None:
+                await self._reading.wait()  # begun too early for us, maybe: loop and check
+                continue
+            reading = self._reading = trio.Event()
+            started = trio.current_time()
+            try:
+                await trio.to_thread.run_sync(self._refresh_sync)
+                self._read_started_at = started
+            finally:
+                self._reading = None
+                reading.set()
+
+    async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
+        read = await read_file_log(self._reader, cursor, max_bytes)
+        self._last = max(self._last, read.chunk.last)
+        return read
+
+    async def wait_beyond(self, seq: int) -> None:
+        # Every stream of the job polls, but they share one read per POLL_INTERVAL_S.
+        while self._last <= seq and not self._job.ended:
+            wait = self._read_started_at + POLL_INTERVAL_S - trio.current_time()
+            if wait > 0:
+                await trio.sleep(wait)
+            await self.refresh(max_age_s=POLL_INTERVAL_S)
+
+    def _refresh_sync(self) -> None:
+        size = self._reader.size()
+        grown = size != self._size
+        self._size = size
+        # Order matters: the runner appends lines, then the end record, then rewrites
+        # job.json. Reading them in the opposite order, whatever says "ended" is read before
+        # the lines are counted, so the count is complete. A runner killed by -9 shows only
+        # as its lock being free (``read_job`` then says "interrupted").
+        job = self._data_dir.read_job(self._job.id)
+        final = job.ended
+        if grown or final:
+            if self._end is None:
+                self._end = self._reader.end()
+            self._last = max(self._last, self._reader.last_seq())
+        if not final and self._end is not None:
+            # Ended, but job.json (with finished_at) is not rewritten yet: read again later.
+            status, exit_code = self._end
+            job = replace(job, status=status, exit_code=exit_code)
+        if job.ended:
+            job = job.with_lines(max(job.lines, self._last))
+            self._last = job.lines
+        self._job = job
+        self._final = final
+
+
+async def read_file_log(reader: LogReader, cursor: Cursor, max_bytes: int) -> Read:
+    """Records after ``cursor`` from the log file; positions are file offsets."""
+    offset = cursor.position if isinstance(cursor.position, int) else -1
+    chunk, next_offset, first = await trio.to_thread.run_sync(
+        reader.read_after, cursor.seq, offset, max_bytes
+    )
+    if not chunk.payload:
+        return Read(chunk, first, cursor)
+    return Read(chunk, first, Cursor(chunk.last, next_offset))
+
+
+def _check_protocol(backend: DataDirBackend, writer: DataDirWriter, log: FileLog) -> None:
+    """Type-checked only: the data directory implements the protocols."""
+    from logstream.backends.protocol import Backend, JobWriter
+
+    _b: Backend = backend
+    _w: JobWriter = writer
+    _l: JobLog = log

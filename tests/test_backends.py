@@ -1,0 +1,168 @@
+"""What every ``Backend`` must do, checked against each implementation through the protocol.
+
+A new backend adds itself to ``BACKENDS`` (a factory from a temp folder to an open backend)
+and must pass every test here unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from logstream import sse
+from logstream.backends.datadir import DataDirBackend
+from logstream.backends.protocol import Backend, Cursor, JobLog
+from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
+from logstream.ring import Block
+
+
+@asynccontextmanager
+async def data_dir_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = DataDirBackend(tmp_path / "data")
+    backend.check()
+    yield backend
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
+    "datadir": data_dir_backend,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async with BACKENDS[request.param](tmp_path) as opened:
+        yield opened
+
+
+def block(first: int, last: int, *, stderr: bool = False) -> Block:
+    lines = [f"line {n}" for n in range(first, last + 1)]
+    return Block(first, last, sse.encode_lines(first, lines, stderr=stderr), 0)
+
+
+async def all_lines(log: JobLog) -> list[int]:
+    """The sequence numbers of every stored line, read in small chunks from the start."""
+    seqs: list[int] = []
+    cursor = Cursor(0)
+    while True:
+        read = await log.read_after(cursor, max_bytes=64)
+        if not read.chunk.payload:
+            return seqs
+        assert read.first == cursor.seq + 1
+        seqs += [n for n in range(read.first, read.chunk.last + 1)]
+        cursor = read.next
+
+
+async def test_a_new_job_is_listed_running_with_its_name_command_and_meta(
+    backend: Backend,
+) -> None:
+    writer = await backend.create_job("tests", ["make", "test"], meta={"ci": {"sha": "abc"}})
+    jobs = await backend.list_jobs()
+    assert [(j.id, j.name, tuple(j.command), j.status) for j in jobs] == [
+        (writer.job.id, "tests", ("make", "test"), "running")
+    ]
+    assert jobs[0].meta == {"ci": {"sha": "abc"}}
+    assert await backend.runner_alive(writer.job.id)
+    await writer.release()
+
+
+async def test_a_caller_chosen_id_is_kept_and_cannot_be_taken_twice(backend: Backend) -> None:
+    job_id = backend.new_job_id()
+    writer = await backend.create_job("x", ["x"], job_id=job_id)
+    assert writer.job.id == job_id
+    with pytest.raises(JobExists):
+        await backend.create_job("y", ["y"], job_id=job_id)
+    with pytest.raises(BadRequest):
+        await backend.create_job("z", ["z"], job_id="../escape")
+    await writer.release()
+
+
+async def test_re_sent_and_overlapping_blocks_store_each_line_once(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    assert await writer.append_blocks([block(1, 3)]) == 3
+    assert await writer.append_blocks([block(1, 3)]) == 3  # a re-sent block: ignored
+    assert await writer.append_blocks([block(2, 5), block(6, 6)]) == 6  # 2-3 skipped
+    log = await backend.open_log(writer.job.id)
+    assert await all_lines(log) == [1, 2, 3, 4, 5, 6]
+    await writer.release()
+
+
+async def test_a_block_that_leaves_a_hole_is_refused(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    await writer.append_blocks([block(1, 2)])
+    with pytest.raises(StorageError):
+        await writer.append_blocks([block(4, 5)])
+    assert writer.last_stored == 2
+    await writer.release()
+
+
+async def test_finish_records_the_end_for_every_reader(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    await writer.append_blocks([block(1, 4)])
+    await writer.finish(writer.job.with_lines(4).ending("failed", 3))
+    log = await backend.open_log(writer.job.id)
+    assert (log.job.status, log.job.exit_code, log.job.lines, log.last) == ("failed", 3, 4, 4)
+    assert log.job.finished_at is not None
+    assert not await backend.runner_alive(writer.job.id)
+    listed = await backend.list_jobs()
+    assert (listed[0].status, listed[0].lines) == ("failed", 4)
+
+
+async def test_a_released_job_reads_interrupted_and_can_be_resumed(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    await writer.append_blocks([block(1, 2)])
+    await writer.release()
+    log = await backend.open_log(writer.job.id)
+    assert (log.job.status, log.last) == ("interrupted", 2)
+    assert not await backend.runner_alive(writer.job.id)
+
+    resumed = await backend.resume_job(writer.job.id)
+    assert resumed.last_stored == 2
+    assert await backend.runner_alive(writer.job.id)
+    await resumed.append_blocks([block(1, 3)])  # the runner re-sends what it was unsure of
+    await resumed.finish(resumed.job.with_lines(3).ending("succeeded", 0))
+    log = await backend.open_log(writer.job.id)
+    assert await all_lines(log) == [1, 2, 3]
+    assert log.job.status == "succeeded"
+    with pytest.raises(Conflict):
+        await backend.resume_job(writer.job.id)
+
+
+async def test_a_running_job_cannot_be_resumed_by_a_second_writer(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    with pytest.raises(Conflict):
+        await backend.resume_job(writer.job.id)
+    await writer.release()
+
+
+async def test_a_reader_sees_new_lines_after_refresh_and_wait_beyond(backend: Backend) -> None:
+    writer = await backend.create_job("x", ["x"])
+    log = await backend.open_log(writer.job.id)
+    assert log.last == 0
+    await writer.append_blocks([block(1, 2)])
+    with trio.fail_after(10):
+        await log.wait_beyond(0)
+    await log.refresh()
+    assert log.last == 2 and log.job.lines == 2
+    read = await log.read_after(Cursor(1))
+    assert (read.first, read.chunk.last, read.next.seq) == (2, 2, 2)
+    assert b"line 2" in read.chunk.payload and b"line 1\n" not in read.chunk.payload
+    await writer.release()
+
+
+async def test_unknown_ids_raise_unknown_job(backend: Backend) -> None:
+    for job_id in ("20260101T000000000000Z-0000", "../etc", ""):
+        with pytest.raises(UnknownJob):
+            await backend.open_log(job_id)
+
+
+async def test_remove_old_jobs_keeps_running_ones(backend: Backend) -> None:
+    running = await backend.create_job("running", ["x"])
+    ended = await backend.create_job("ended", ["x"])
+    await ended.finish(ended.job.ending("succeeded", 0))
+    assert await backend.remove_old_jobs(None, 0) == [ended.job.id]
+    assert [job.id for job in await backend.list_jobs()] == [running.job.id]
+    await running.release()
