@@ -25,7 +25,7 @@ import trio
 
 from benchmarks.procstat import load_average
 from logstream import sse
-from logstream.joblog import Cursor
+from logstream.backends.protocol import Cursor
 from logstream.redislog import RedisJobs
 from logstream.redisstore import RedisStore
 from logstream.ring import Block

@@ -147,6 +147,11 @@ def job_keys(job_id: str) -> list[str]:
     return [job_key(job_id), log_key(job_id), lease_key(job_id)]
 
 
+def job_id_of(key: str) -> str:
+    """The job ID in one of its keys."""
+    return key[key.index("{") + 1 : key.index("}")]
+
+
 def entry_id(first: int) -> str:
     return f"{first}-0"
 
@@ -182,9 +187,7 @@ def blocks_after(blocks: list[Block], stored: int) -> list[Block]:
     for block in blocks:
         if block.last <= stored:
             continue
-        if block.first <= stored:
-            at = sse.find_line_record(block.payload, stored + 1)
-            block = Block(stored + 1, block.last, block.payload[at:], block.time_ms)
+        block = block.after(stored)
         expected = kept[-1].last + 1 if kept else stored + 1
         if block.first != expected:
             raise ValueError(f"lines {expected}..{block.first - 1} are missing")

@@ -29,11 +29,10 @@ from typing import Any
 
 import trio
 
-from logstream.joblog import Cursor, Read
+from logstream.backends.protocol import Cursor, Job, Read
 from logstream.redisformat import End, chunk_after
 from logstream.redisstore import FOLLOW_BLOCK_MS, RANGE_COUNT, RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block, Chunk, Ring
-from logstream.store import Job
 
 #: A follower with no waiting client for this long stops (the next client starts another).
 IDLE_S = 30.0
@@ -42,7 +41,7 @@ IDLE_S = 30.0
 def job_from_fields(fields: dict[str, Any], lease_alive: bool) -> Job:
     """The job as the API shows it; ``running`` without a live lease reads as interrupted."""
     known = {name: value for name, value in fields.items() if name in Job.__dataclass_fields__}
-    job = Job(**known)
+    job = Job(**known)  # "command" may be a list: Job makes it a tuple
     if job.status == "running" and not lease_alive:
         return replace(job, status="interrupted")
     return job
@@ -69,10 +68,12 @@ class RedisLog:
         self._unavailable: RedisUnavailable | None = None
         self.last_wait = -math.inf
         self._entry_bytes = 64 * 1024
+        #: Set when the job-list watcher hears of a change to this job (removed, say).
+        self.stale = False
 
     @property
     def job(self) -> Job:
-        return self._job
+        return self._job.with_lines(self._last)
 
     @property
     def last(self) -> int:
@@ -82,10 +83,11 @@ class RedisLog:
     def ended(self) -> bool:
         return self._job.ended
 
-    async def refresh(self) -> None:
-        """Read the job's state from Redis (one round trip)."""
-        if self._job.ended and self._job.status != "interrupted":
-            return  # final: nothing changes any more
+    async def refresh(self, max_age_s: float = 0.0) -> None:
+        """Read the job's state from Redis (one round trip; cheap enough to skip no reads)."""
+        if self._job.ended and self._job.status != "interrupted" and not self.stale:
+            return  # final: nothing changes any more, unless it was removed (``stale``)
+        self.stale = False
         fields, alive = await self.store.job_fields(self._job.id)
         self._set_job(job_from_fields(fields, alive))
 
@@ -96,9 +98,9 @@ class RedisLog:
         if self.ring is not None:
             chunk = self.ring.read_after(cursor.seq, max_bytes)
             if chunk is not None:
-                return Read(chunk, cursor.seq + 1)
+                return Read(chunk, cursor.seq + 1, Cursor(chunk.last) if chunk.payload else cursor)
         if cursor.seq >= self._last and not self.following and self.ended:
-            return Read(Chunk(b"", cursor.seq, 0), cursor.seq + 1)
+            return Read(Chunk(b"", cursor.seq, 0), cursor.seq + 1, cursor)
         # Ask for about ``max_bytes``: entries are whole blocks, of the size seen so far.
         count = max(2, min(RANGE_COUNT, max_bytes // self._entry_bytes + 1))
         entries = await self.store.read_entries(self._job.id, cursor.seq, count)
@@ -110,7 +112,8 @@ class RedisLog:
                 self._record_end(entry)
         chunk, first = chunk_after(blocks, cursor.seq, max_bytes)
         self._last = max(self._last, chunk.last)
-        return Read(chunk, first)
+        # Positions are not needed: entry IDs are line numbers, any line is one lookup away.
+        return Read(chunk, first, Cursor(chunk.last) if chunk.payload else cursor)
 
     async def wait_beyond(self, seq: int) -> None:
         if self._last > seq or self.ended:
@@ -197,7 +200,7 @@ class RedisJobs:
             await trio.sleep_forever()
 
     async def get(self, job_id: str) -> RedisLog:
-        """The job's log with its state read now; raises ``UnknownRedisJob``."""
+        """The job's log with its state read now; raises ``UnknownJob``."""
         log = self._logs.get(job_id)
         if log is None:
             fields, alive = await self.store.job_fields(job_id)
@@ -239,5 +242,8 @@ class RedisJobs:
                 continue
             if not changed:
                 continue
+            for job_id in changed:
+                if log := self._logs.get(job_id):
+                    log.stale = True
             self._changed.set()
             self._changed = trio.Event()

@@ -22,6 +22,7 @@ import coredis.exceptions
 from coredis.response.types import StreamEntry
 
 from logstream import redisformat
+from logstream.errors import Conflict, StorageError, UnknownJob
 from logstream.redisformat import End
 from logstream.ring import Block
 
@@ -34,16 +35,12 @@ MAX_CONNECTIONS = 4096
 RANGE_COUNT = 64
 
 
-class RedisUnavailable(Exception):
+class RedisUnavailable(StorageError):
     """Redis cannot be reached (down, restarting, loading): try again later."""
 
 
-class JobEnded(RuntimeError):
+class JobEnded(Conflict):
     """Lines were sent for a job whose end is already recorded."""
-
-
-class UnknownRedisJob(LookupError):
-    """No job with this ID exists in Redis."""
 
 
 _UNAVAILABLE = (
@@ -58,6 +55,22 @@ class RedisStore:
 
     def __init__(self, client: coredis.Redis[bytes]) -> None:
         self.client = client
+        #: False since a command could not reach Redis, until one does again.
+        self.reachable = True
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Raise every way of not reaching Redis as ``RedisUnavailable``."""
+        try:
+            yield
+        except RedisUnavailable:
+            self.reachable = False
+            raise
+        except _UNAVAILABLE as error:
+            # BusyLoadingError (a restarted Redis still reading its file) is a ConnectionError.
+            self.reachable = False
+            raise RedisUnavailable(f"Redis is unavailable: {error}") from error
+        self.reachable = True
 
     @classmethod
     @asynccontextmanager
@@ -81,11 +94,11 @@ class RedisStore:
 
     async def load_functions(self) -> None:
         """Load (or replace) the server-side functions; any node may do it at any time."""
-        with _mapped_errors():
+        with self._mapped_errors():
             await self.client.function_load(redisformat.LIBRARY, replace=True)
 
     async def ping(self) -> None:
-        with _mapped_errors():
+        with self._mapped_errors():
             await self.client.ping()
 
     async def create_job(
@@ -96,7 +109,7 @@ class RedisStore:
         ``lease``: ``(holder, ttl_ms)``, taken right after creation, before the job is listed,
         so no node ever lists it as interrupted.
         """
-        with _mapped_errors():
+        with self._mapped_errors():
             created = await self._fcall(
                 "logstream_create", [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
             )
@@ -111,7 +124,7 @@ class RedisStore:
         """Store the blocks that continue the log; the last line stored (see ``redisformat``)."""
         if not blocks:
             return await self.last_line(job_id)
-        with _mapped_errors():
+        with self._mapped_errors():
             stored = await self._fcall(
                 "logstream_append",
                 [redisformat.job_key(job_id), redisformat.log_key(job_id)],
@@ -125,7 +138,7 @@ class RedisStore:
     ) -> None:
         """Record the job's end after its line ``last`` (once; a repeat changes nothing)."""
         code = "" if exit_code is None else str(exit_code)
-        with _mapped_errors():
+        with self._mapped_errors():
             await self._fcall(
                 "logstream_finish",
                 [redisformat.job_key(job_id), redisformat.log_key(job_id)],
@@ -135,26 +148,26 @@ class RedisStore:
             await self._announce(job_id)
 
     async def last_line(self, job_id: str) -> int:
-        with _mapped_errors():
+        with self._mapped_errors():
             lines = await self.client.hget(redisformat.job_key(job_id), "lines")
         if lines is None:
-            raise UnknownRedisJob(job_id)
+            raise UnknownJob(job_id)
         return int(lines)
 
     async def job_fields(self, job_id: str) -> tuple[dict[str, Any], bool]:
         """The job's fields (``redisformat.job_fields_from_hash``) and whether its lease lives."""
-        with _mapped_errors():
+        with self._mapped_errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 fields = pipe.hgetall(redisformat.job_key(job_id))
                 lease = pipe.exists([redisformat.lease_key(job_id)])
             found, alive = await fields, await lease
         if not found:
-            raise UnknownRedisJob(job_id)
+            raise UnknownJob(job_id)
         return redisformat.job_fields_from_hash(found), bool(alive)
 
     async def job_ids(self, limit: int) -> list[str]:
         """The newest job IDs first."""
-        with _mapped_errors():
+        with self._mapped_errors():
             ids = await self.client.zrange(
                 redisformat.JOBS_KEY, "+", "-", sortby=coredis.PureToken.BYLEX, rev=True,
                 offset=0, count=limit,
@@ -164,7 +177,7 @@ class RedisStore:
     async def jobs(self, limit: int) -> list[tuple[dict[str, Any], bool]]:
         """The newest jobs' fields and lease states, in one round trip after the list."""
         ids = await self.job_ids(limit)
-        with _mapped_errors():
+        with self._mapped_errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 replies = [
                     (
@@ -182,15 +195,23 @@ class RedisStore:
 
     async def set_lease(self, job_id: str, holder: str, ttl_ms: int) -> None:
         """Say that ``holder`` runs the job for the next ``ttl_ms``."""
-        with _mapped_errors():
+        with self._mapped_errors():
             await self.client.set(redisformat.lease_key(job_id), holder, px=ttl_ms)
 
+    async def take_lease(self, job_id: str, holder: str, ttl_ms: int) -> bool:
+        """Take the job's lease unless someone holds it; True when taken."""
+        with self._mapped_errors():
+            taken = await self.client.set(
+                redisformat.lease_key(job_id), holder, px=ttl_ms, condition=coredis.PureToken.NX
+            )
+        return bool(taken)
+
     async def drop_lease(self, job_id: str) -> None:
-        with _mapped_errors():
+        with self._mapped_errors():
             await self.client.delete([redisformat.lease_key(job_id)])
 
     async def lease_alive(self, job_id: str) -> bool:
-        with _mapped_errors():
+        with self._mapped_errors():
             return bool(await self.client.exists([redisformat.lease_key(job_id)]))
 
     async def read_entries(
@@ -203,7 +224,7 @@ class RedisStore:
         """
         key = redisformat.log_key(job_id)
         wanted = redisformat.entry_id(after + 1)
-        with _mapped_errors():
+        with self._mapped_errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 before_reply = pipe.xrevrange(key, wanted, "-", count=1)
                 rest_reply = pipe.xrange(key, "(" + wanted, "+", count=count)
@@ -218,7 +239,7 @@ class RedisStore:
 
     async def top_entry(self, job_id: str) -> tuple[str, Block | End | None]:
         """The stream ID of the newest entry ("0-0" when none) and the entry."""
-        with _mapped_errors():
+        with self._mapped_errors():
             top = await self.client.xrevrange(redisformat.log_key(job_id), "+", "-", count=1)
         if not top:
             return "0-0", None
@@ -229,7 +250,7 @@ class RedisStore:
     ) -> list[tuple[str, Block | End]]:
         """Entries after stream ID ``after_id``, blocking up to ``block_ms`` for the first."""
         key = redisformat.log_key(job_id)
-        with _mapped_errors():
+        with self._mapped_errors():
             found = await self.client.xread({key: after_id}, count=RANGE_COUNT, block=block_ms)
         if not found:
             return []
@@ -237,13 +258,13 @@ class RedisStore:
 
     async def wait_changes(
         self, after_id: str, block_ms: int = FOLLOW_BLOCK_MS
-    ) -> tuple[str, bool]:
-        """Block until a job is created or ends after ``after_id`` (or ``block_ms`` pass).
+    ) -> tuple[str, list[str]]:
+        """Block until jobs are created, end or are removed after ``after_id`` (or
+        ``block_ms`` pass): the ID to wait after next time, and the IDs of those jobs.
 
-        Returns the ID to wait after next time (``"$"``: wait for news from now on) and
-        whether anything changed.
+        ``"$"`` waits for news from now on.
         """
-        with _mapped_errors():
+        with self._mapped_errors():
             if after_id == "$":
                 top = await self.client.xrevrange(redisformat.CHANGES_KEY, "+", "-", count=1)
                 after_id = _text(top[0].identifier) if top else "0-0"
@@ -251,11 +272,13 @@ class RedisStore:
                 {redisformat.CHANGES_KEY: after_id}, count=1000, block=block_ms
             )
         if not found:
-            return after_id, False
-        return _text(next(iter(found.values()))[-1].identifier), True
+            return after_id, []
+        entries = next(iter(found.values()))
+        changed = [_text(entry.field_values.get(b"job", b"")) for entry in entries]
+        return _text(entries[-1].identifier), changed
 
     async def remove_job(self, job_id: str) -> None:
-        with _mapped_errors():
+        with self._mapped_errors():
             await self.client.unlink(redisformat.job_keys(job_id))
             await self.client.zrem(redisformat.JOBS_KEY, [job_id])
             await self._announce(job_id)
@@ -282,7 +305,7 @@ class RedisStore:
     async def memory_usage(self, job_id: str) -> int:
         """Bytes Redis uses for the job's keys (its own estimate, all entries sampled)."""
         total = 0
-        with _mapped_errors():
+        with self._mapped_errors():
             for key in redisformat.job_keys(job_id):
                 total += await self.client.memory_usage(key, samples=0) or 0
         return total
@@ -302,9 +325,11 @@ class RedisStore:
         except coredis.exceptions.ResponseError as error:
             message = str(error)
             if "NOJOB" in message:
-                raise UnknownRedisJob(keys[0]) from None
+                raise UnknownJob(redisformat.job_id_of(keys[0])) from None
             if "ENDED" in message:
-                raise JobEnded(keys[0]) from None
+                raise JobEnded(f"job {redisformat.job_id_of(keys[0])} has ended") from None
+            if "MISSING" in message:
+                raise StorageError(message) from None
             if "Function not found" in message:
                 await self.load_functions()
                 return await self.client.fcall(name, keys, list(args))
@@ -330,13 +355,3 @@ def _parse(entry: StreamEntry) -> tuple[str, Block | End]:
     }
     identifier = _text(entry.identifier)
     return identifier, redisformat.parse_entry(identifier, fields)
-
-
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Raise every way of not reaching Redis as ``RedisUnavailable``."""
-    try:
-        yield
-    except _UNAVAILABLE as error:
-        # BusyLoadingError (a restarted Redis still reading its file) is a ConnectionError.
-        raise RedisUnavailable(f"Redis is unavailable: {error}") from error

@@ -23,6 +23,7 @@ PURE = {
     "asgi",
     "fdio",
     "cors",
+    "redisformat",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from logstream import sse
-from logstream.joblog import Cursor
+from logstream.backends.protocol import Cursor
 from logstream.redislog import RedisJobs, RedisLog
 from logstream.redisstore import RedisStore, RedisUnavailable
 from logstream.ring import Block
@@ -54,7 +54,7 @@ async def read_to_end(log: RedisLog, after: int = 0) -> list[int]:
             for event in sse.SSEParser().feed(chunk.payload):
                 if event.id:
                     seen.append(int(event.id))
-            cursor.seq = chunk.last
+            cursor = read.next
             continue
         if log.job.ended and cursor.seq >= log.last:
             return seen

@@ -8,8 +8,9 @@ import pytest
 import trio
 
 from logstream import redisformat, sse
+from logstream.errors import UnknownJob
 from logstream.redisformat import End, InvalidRedisURL, check_redis_url, chunk_after
-from logstream.redisstore import JobEnded, RedisStore, RedisUnavailable, UnknownRedisJob
+from logstream.redisstore import JobEnded, RedisStore, RedisUnavailable
 from logstream.ring import Block
 from tests.redis_server import RedisServer, redis_aof, redis_server
 
@@ -128,7 +129,7 @@ async def test_reads_start_at_any_line_and_end_with_the_end(redis_server: RedisS
         with pytest.raises(JobEnded):
             await store.append("j", [block(16, 1)])
         assert await store.append("j", [block(11, 5)]) == 15  # a late retry is harmless
-        with pytest.raises(UnknownRedisJob):
+        with pytest.raises(UnknownJob):
             await store.job_fields("nope")
 
 

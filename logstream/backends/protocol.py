@@ -186,3 +186,10 @@ class Backend(Protocol):
     async def remove_old_jobs(self, keep_days: float | None, keep_jobs: int | None) -> list[str]:
         """Remove ended jobs older than ``keep_days`` or beyond the newest ``keep_jobs``."""
         ...
+
+    def check_health(self) -> None:
+        """Raise ``StorageError`` when the backend cannot serve now (``/healthz``).
+
+        Answers from what the backend already knows (no I/O): a load balancer may ask often.
+        """
+        ...
