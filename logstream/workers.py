@@ -85,7 +85,7 @@ class Workers:
 
     async def _announce(self) -> None:
         await self._all_ready.wait()
-        self.say(f"serving at {self.url}/ ({self.count} workers)")
+        self.say(f"serving at {self.url}/")
 
     async def _keep_running(self, number: int) -> None:
         first = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import trio
 
 from logstream.sse import SSEParser
 from tests.livejobs import has_lines, read_events
-from tests.processes import Logstream, start_logstream
+from tests.processes import Logstream, is_running, start_logstream
 from tests.redis_server import RedisServer, redis_aof, redis_server
 from tests.sse_client import ResumingClient
 
@@ -208,3 +209,63 @@ async def test_gc_removes_old_jobs_from_redis(
         assert [job["id"] for job in listed] == [ids[-1]]
         # Every node hears of the removal (a node that showed the job forgets it).
         await wait_until_status(client, f"/api/jobs/{ids[0]}", 404)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (state 0A in /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.split(":")[1], 16) == port and state == "0A":
+            count += 1
+    return count
+
+
+async def test_workers_serve_one_port_and_a_dead_worker_is_replaced(
+    nursery: trio.Nursery, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    jobs = tmp_path / "jobs.toml"
+    jobs.write_text('[jobs.quick]\ncommand = ["echo", "hi"]\n')
+    parent, url = await start_node(nursery, redis_server, "--workers", "2", "--jobs", str(jobs))
+    port = int(url.rsplit(":", 1)[1])
+    assert parent.stderr.count(b"serving at") == 1
+    workers = children_of(parent.pid)
+    assert len(workers) == 2
+    assert listening_sockets(port) == 2
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        started = await client.post("/api/jobs", json={"name": "quick"})
+        job_id = started.json()["id"]
+        events = await read_events(url, job_id)
+        assert events.lines == [("message", "hi")]
+        os.kill(workers[0], signal.SIGKILL)
+    await wait_until(lambda: not is_running(workers[0]))  # its socket is closed
+    # The other worker answers new connections meanwhile; the parent starts a new one.
+    for _ in range(20):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as fresh:
+            assert (await fresh.get(f"/api/jobs/{job_id}")).status_code == 200
+    with trio.fail_after(DEADLINE_S):
+        await parent.wait_for(re.compile(rb"worker \d exited with status -9; starting it again"))
+        await wait_until(lambda: listening_sockets(port) == 2)
+    parent.signal(signal.SIGTERM)
+    assert await parent.wait_exit() == 0
+    assert children_of(parent.pid) == []
+
+
+async def test_workers_need_redis(nursery: trio.Nursery) -> None:
+    node = await start_logstream(nursery, "serve", "--port", "0", "--workers", "2")
+    assert await node.wait_exit() == 2
+    assert b"--workers needs --redis" in node.stderr
