@@ -1,4 +1,4 @@
-"""``python -m benchmarks.redis``: Redis Streams as the store of many nodes (docs/scaling.md).
+"""``python -m benchmarks.redis [--quick] [--http]``: Redis as the store of many nodes.
 
 Starts its own ``redis-server`` (AOF on, ``appendfsync everysec``, as docs/scaling.md
 recommends) in a temporary directory and measures, in this one process:
@@ -12,18 +12,34 @@ recommends) in a temporary directory and measures, in this one process:
   job as a node does (one blocking ``XREAD`` feeding the ring); latency from the append call to
   the follower's wake-up, p50/p99.
 
-Nothing here runs under pytest and nothing asserts a time.
+With ``--http``, real ``serve --redis`` processes over real sockets (the load client of
+``benchmarks.loadclient``): node A runs a job (``firehose.py --stamp`` behind a gate) and
+viewers follow it on node B:
+
+- **A->B over HTTP**: one viewer on B at 2,000 lines/s: latency from the line's print on A's
+  job to its arrival at the viewer on B (through A's runner, Redis, B's follower and ring);
+- **fan-out, 1 vs 2 workers**: 500 viewers on B (``--workers 1`` then ``--workers 2``) at
+  2,000 lines/s: delivered lines/s, latency, B's CPU;
+- **catch-up over HTTP**: one new viewer on B reads a finished 1M-line job from Redis.
+
+Nothing here runs under pytest and nothing asserts a time; the figures in docs/scaling.md say
+the load they were taken under.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
 import time
+import urllib.request
+from pathlib import Path
 
 import trio
 
-from benchmarks.procstat import load_average
+from benchmarks import harness as h
+from benchmarks.procstat import cpu_seconds, load_average
 from logstream import sse
 from logstream.backends.protocol import Cursor
 from logstream.redislog import RedisJobs
@@ -137,6 +153,122 @@ async def a_to_b(url: str, seconds: float, rate: int) -> tuple[float, float, int
     return p50, p99, len(latencies)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its running children (the workers of ``--workers``)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                total += cpu_seconds(int(entry.name))
+    return total
+
+
+def start_node(url: str, *args: str) -> h.Server:
+    argv = [h.PYTHON, "-m", "logstream.cli", "serve", "--port", "0", "--redis", url, *args]
+    server, match = h._start("logstream", argv, h.SERVING_LINE)
+    server.base_url = match[1]
+    return server
+
+
+def start_job(node: h.Server, name: str) -> str:
+    request = urllib.request.Request(
+        f"{node.base_url}/api/jobs",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return str(json.load(response)["id"])
+
+
+def stop(*servers: h.Server) -> None:
+    for server in servers:
+        server.process.terminate()
+        server.stop()
+
+
+def http_follow(url: str, clients: int, rate: float, lines: int, workers: int) -> dict[str, float]:
+    """``clients`` viewers on node B of a job run on node A; figures as in ``fanout``."""
+    with tempfile.TemporaryDirectory(prefix="logstream-bench-") as tmp:
+        fifo = h.make_fifo(Path(tmp))
+        jobs = Path(tmp) / "jobs.toml"
+        command = h.gated(fifo, h.firehose(lines, rate=rate, stamp=True))
+        jobs.write_text(f"[jobs.fire]\ncommand = {json.dumps(command)}\n")
+        node_a = start_node(url, "--jobs", str(jobs))
+        node_b = start_node(url, "--workers", str(workers))
+        try:
+            job_id = start_job(node_a, "fire")
+            node_b.events_path = f"/api/jobs/{job_id}/events"
+            load = load_average()[0]
+            group = h.start_clients(node_b, clients, processes=2 if clients >= 500 else 1,
+                                    stamped=True)  # fmt: skip
+            group.wait_ready()
+            cpu_before = tree_cpu_seconds(node_b.pid)
+            go = h.open_gate(fifo)
+            results = group.results()
+            cpu = tree_cpu_seconds(node_b.pid) - cpu_before
+        finally:
+            stop(node_a, node_b)
+    done = max(max(r["t_end"]) for r in results)
+    hist = h.merge_histograms(results)
+    delivered = sum(r["lines"] for r in results)
+    return {
+        "events_per_s": delivered / (done - go),
+        "p50_ms": h.percentile_ms(hist, 0.50),
+        "p99_ms": h.percentile_ms(hist, 0.99),
+        "node_b_cpu_pct": 100 * cpu / (done - go),
+        "complete": float(delivered == clients * lines),
+        "load": load,
+    }
+
+
+def http_catchup(url: str, lines: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="logstream-bench-") as tmp:
+        jobs = Path(tmp) / "jobs.toml"
+        jobs.write_text(f"[jobs.fire]\ncommand = {json.dumps(h.firehose(lines))}\n")
+        node_a = start_node(url, "--jobs", str(jobs))
+        node_b = start_node(url)
+        try:
+            job_id = start_job(node_a, "fire")
+            while True:  # wait for the job's end (benchmark only: polling is fine here)
+                with urllib.request.urlopen(f"{node_a.base_url}/api/jobs/{job_id}") as response:
+                    if json.load(response)["status"] != "running":
+                        break
+                time.sleep(0.2)
+            load = load_average()[0]
+            group = h.start_clients(node_b, 1, path=f"/api/jobs/{job_id}/events")
+            group.wait_ready()
+            (result,) = group.results()
+        finally:
+            stop(node_a, node_b)
+    return {
+        "lines_per_s": result["lines"] / (result["t_end"][0] - result["started"][0]),
+        "first_event_ms": 1000 * (result["t_first"][0] - result["started"][0]),
+        "complete": float(result["lines"] == lines and result["ended"] == 1),
+        "load": load,
+    }
+
+
+def http_main(quick: bool) -> None:
+    server = RedisServer(appendonly=True, fsync="everysec")
+    server.start()
+    try:
+        seconds = 3 if quick else 6
+        figures = http_follow(server.url, 1, 2000, 2000 * seconds, 1)
+        print(f"A->B over HTTP, 1 viewer, 2,000 lines/s: {figures}")
+        for workers in (1, 2):
+            figures = http_follow(server.url, 500, 2000, 2000 * seconds, workers)
+            print(f"fan-out, 500 viewers on B, 2,000 lines/s, --workers {workers}: {figures}")
+        lines = 200_000 if quick else 1_000_000
+        figures = http_catchup(server.url, lines)
+        print(f"catch-up over HTTP of a finished {lines:,}-line job: {figures}")
+    finally:
+        server.close()
+
+
 async def main(quick: bool) -> None:
     server = RedisServer(appendonly=True, fsync="everysec")
     server.start()
@@ -164,4 +296,9 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.redis", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller jobs, shorter runs")
-    trio.run(main, parser.parse_args().quick)
+    parser.add_argument("--http", action="store_true", help="real nodes over HTTP")
+    args = parser.parse_args()
+    if args.http:
+        http_main(args.quick)
+    else:
+        trio.run(main, args.quick)
