@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import trio
 from quart_trio import QuartTrio
@@ -69,6 +70,18 @@ class JobResult:
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+
+class StartOptions(TypedDict, total=False):
+    """The keyword options of ``Server.start`` (and ``Server.run``)."""
+
+    name: str | None
+    cwd: str | os.PathLike[str] | None
+    env: Mapping[str, str] | None
+    pty: bool
+    tee: bool
+    timeout_s: float | None
+    grace_s: float
 
 
 class RunningJob:
@@ -190,32 +203,12 @@ class Server:
         task: its ID and URL are known before the command starts."""
         return await self._supervisor.create(spec)
 
-    async def run(
-        self,
-        command: Sequence[str] | str,
-        *,
-        name: str | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        pty: bool = False,
-        tee: bool = False,
-        timeout_s: float | None = None,
-        grace_s: float = GRACE_S,
-    ) -> JobResult:
+    async def run(self, command: Sequence[str] | str, **options: Unpack[StartOptions]) -> JobResult:
         """Run ``command`` as a job to its end (options as for ``start``).
 
         If the caller is cancelled meanwhile, the job is cancelled too.
         """
-        job = await self.start(
-            command,
-            name=name,
-            cwd=cwd,
-            env=env,
-            pty=pty,
-            tee=tee,
-            timeout_s=timeout_s,
-            grace_s=grace_s,
-        )
+        job = await self.start(command, **options)
         try:
             return await job.wait()
         finally:

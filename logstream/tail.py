@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-The client reads ``GET /api/jobs/<ID>/events`` with httpx and httpx-sse. It owns one number, the
+The client reads ``GET /api/jobs/<ID>/events`` with httpx and parses it with ``sse.SSEParser``
+(the project's one parser: WHATWG-exact, property-tested). It owns one number, the
 last line it has printed (``last``); a line event whose ID is not above it is never printed
 again, and every reconnect sends ``Last-Event-ID: last``, so after a dropped connection the
 server continues with the next line: nothing lost, nothing repeated. ``--from N`` starts with
@@ -13,7 +14,8 @@ would then skip the lines written during the outage.
 
 A dropped connection, a refused connection or a 5xx answer is an outage: the client waits at
 least the server's ``retry:`` delay, doubling it while attempts keep failing (at most
-``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server. The
+``MAX_BACKOFF_S``), and gives up after ``reconnect_for_s`` without reaching the server (these
+rules are the pure ``reconnect.Reconnect``; this module drives it). The
 read timeout is well above the server's 15 s keep-alive, so an idle job is never mistaken for
 a dead connection, but a silently broken one is noticed.
 
@@ -29,7 +31,6 @@ Exit status (documented in docs/tail.md): see ``exit_status`` and the ``EXIT_*``
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +39,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 import trio
-from httpx_sse import ServerSentEvent, aconnect_sse
 
 from logstream import routes, sse
+from logstream.reconnect import Reconnect
 
 #: The job was cancelled without a non-zero exit code of its own (as after Ctrl-C).
 EXIT_CANCELLED = 130
@@ -59,9 +60,6 @@ CONNECT_TIMEOUT_S = 10.0
 #: Above the server's keep-alive interval (15 s), so an idle stream is not cut.
 READ_TIMEOUT_S = 45.0
 DEFAULT_RECONNECT_FOR_S = 600.0
-MAX_BACKOFF_S = 30.0
-#: A connection that stayed open this long was healthy: the backoff starts over.
-HEALTHY_S = 10.0
 FLUSH_INTERVAL_S = 0.05
 JOB_PATH = re.compile(r"^(?P<prefix>.*?)/(?:api/)?jobs/(?P<id>[A-Za-z0-9_-]{1,64})(?:/events)?/?$")
 LINE_EVENTS = frozenset({"", "message", "stderr"})
@@ -242,11 +240,9 @@ class Tail:
                 stop_at = _int_or_none(job["lines"]) or 0
                 if (self.last or 0) >= stop_at:
                     return 0
-        failures = 0
-        reachable_at = self.clock()
-        outage: str | None = None
+        reconnect = Reconnect(self.target.base, self.reconnect_for_s, self.retry_ms)
         while True:
-            connected_at = self.clock()
+            reconnect.attempt_started(self.clock())
             try:
                 ended = await self._stream(client, stop_at)
                 if ended is None:
@@ -255,31 +251,15 @@ class Tail:
                 return exit_status(ended.status, ended.exit_code)
             except (_Dropped, httpx.TransportError) as error:
                 reason = _describe(error)
-            now = self.clock()
-            if self._connected:
-                reachable_at = now
-                if outage is None:
-                    self.output.notice(f"connection lost ({reason}); reconnecting")
-                    outage = reason
-            elif outage is None:
-                self.output.notice(f"cannot reach {self.target.base} ({reason}); retrying")
-                outage = reason
-            if self._progressed or now - connected_at >= HEALTHY_S:
-                failures = 0
-            if now - reachable_at >= self.reconnect_for_s > 0:
-                raise TailError(
-                    f"giving up: {self.target.base} unreachable for "
-                    f"{self.reconnect_for_s:g} s ({reason})",
-                    EXIT_UNAVAILABLE,
-                )
-            await trio.sleep(self._backoff(failures))
-            failures += 1
-
-    def _backoff(self, failures: int) -> float:
-        base = self.retry_ms / 1000
-        delay = min(max(base, base * 2.0**failures), max(MAX_BACKOFF_S, base))
-        jitter: float = random.uniform(1.0, 1.1)  # spreads clients that lost the same server
-        return delay * jitter
+            reconnect.retry_ms = self.retry_ms
+            retry = reconnect.dropped(
+                self.clock(), reason, connected=self._connected, progressed=self._progressed
+            )
+            if retry.notice:
+                self.output.notice(retry.notice)
+            if retry.give_up:
+                raise TailError(retry.give_up, EXIT_UNAVAILABLE)
+            await trio.sleep(retry.delay_s)
 
     async def _stream(self, client: httpx.AsyncClient, stop_at: int | None) -> _Ended | None:
         """One connection: print lines until the end (returned), ``stop_at``, or a drop."""
@@ -291,29 +271,39 @@ class Tail:
         headers: dict[str, str] = {}
         if self.last is not None:
             headers["Last-Event-ID"] = str(self.last)
-        async with aconnect_sse(client, "GET", self.target.events_url, headers=headers) as source:
-            response = source.response
+        headers |= {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        async with client.stream("GET", self.target.events_url, headers=headers) as response:
             if response.status_code == 204:
                 # Resumed at the end of a finished job: its end is in the job's metadata.
                 self._connected = True
                 job = await self._job(client)
                 return _Ended(str(job["status"]), _int_or_none(job["exit_code"]))
             await self._check(response)
+            content_type = response.headers.get("content-type", "").partition(";")[0]
+            if content_type.strip().lower() != "text/event-stream":
+                raise _Dropped(f"not an event stream ({content_type[:60]!r})")
             self._connected = True
-            async for event in source.aiter_sse():
-                ended = self._handle(event)
-                if ended is not None:
-                    return ended
-                if stop_at is not None and (self.last or 0) >= stop_at:
-                    return None
+            parser = sse.SSEParser()
+            async for data in response.aiter_bytes():
+                for event in self._feed(parser, data):
+                    ended = self._handle(event)
+                    if ended is not None:
+                        return ended
+                    if stop_at is not None and (self.last or 0) >= stop_at:
+                        return None
         raise _Dropped("the server closed the stream")
 
-    def _handle(self, event: ServerSentEvent) -> _Ended | None:
-        if event.retry is not None:
-            self.retry_ms = event.retry
-            return None
+    def _feed(self, parser: sse.SSEParser, data: bytes) -> list[sse.Event]:
+        """The events ``data`` completes; a ``retry:`` among them is taken at once."""
+        events = parser.feed(data)
+        if parser.retry_ms is not None:
+            self.retry_ms = parser.retry_ms
+        return events
+
+    def _handle(self, event: sse.Event) -> _Ended | None:
         if event.event in LINE_EVENTS:
-            seq = int(event.id) if event.id.isascii() and event.id.isdigit() else None
+            line_id = event.id or ""
+            seq = int(line_id) if line_id.isascii() and line_id.isdigit() else None
             if seq is None or (self.last is not None and seq <= self.last):
                 return None  # never print a line twice
             self.output.line(sse.line_text(event.data), stderr=event.event == "stderr")

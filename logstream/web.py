@@ -38,6 +38,7 @@ from logstream.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from logstream.eventstream import EventStream
 from logstream.metrics import Metrics
 from logstream.taskrunner import TaskRunner
 from logstream.trioutil import wait_any
@@ -246,30 +247,17 @@ class AppState:
         self._streams_changed = trio.Event()
 
     async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        cursor = Cursor(after)
-        opening: bytes | None = sse.encode_retry(self.settings.retry_ms)
+        stream = EventStream(after, self.settings.retry_ms)
         while not self.shutting_down.is_set():
-            read = await log.read_after(cursor, self.settings.stream_chunk_bytes)
-            chunk = read.chunk
-            if chunk.payload:
-                prefix = b""
-                if opening is not None:
-                    prefix, opening = opening, None
-                    # The client learns when these lines were read, even mid-block.
-                    if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
-                        prefix += sse.encode_time(chunk.time_ms)
-                if read.first > cursor.seq + 1:
-                    prefix += sse.encode_gap(read.first)
-                yield prefix + chunk.payload if prefix else chunk.payload
-                cursor = read.next
+            read = await log.read_after(stream.cursor, self.settings.stream_chunk_bytes)
+            if read.chunk.payload:
+                yield stream.chunk(read)
                 continue
-            if opening is not None:
+            if (opening := stream.opening()) is not None:
                 yield opening
-                opening = None
             # Everything the log has is sent: only now may the end follow.
-            job = log.job
-            if job.ended and cursor.seq >= log.last:
-                yield sse.encode_end(job.status, job.exit_code)
+            if (end := stream.end(log.job, log.last)) is not None:
+                yield end
                 return
             # No task per wait (a nursery here cost more than the send itself under load):
             # shut_down() cancels the scopes of waiting streams directly.
@@ -278,11 +266,10 @@ class AppState:
                 if self.shutting_down.is_set():
                     waited.cancel()  # shut_down() ran during the read above: do not wait
                 try:
-                    if log.last > cursor.seq:
-                        # A newer line is known but its record is not whole on disk yet.
+                    if stream.line_pending(log.last):
                         await trio.sleep(0.05)
                     else:
-                        await log.wait_beyond(cursor.seq)
+                        await log.wait_beyond(stream.cursor.seq)
                 finally:
                     self._waiting.discard(waited)
             if waited.cancelled_caught and not self.shutting_down.is_set():

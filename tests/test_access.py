@@ -1,4 +1,4 @@
-"""Access control, CORS, TLS (contract §7) and secret masking (issue 6 items 5-6)."""
+"""Access control, CORS, TLS and secret masking (docs/security.md)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,8 @@ PURE = {
     "fdio",
     "cors",
     "redisformat",
+    "reconnect",
+    "eventstream",
 }
 
 

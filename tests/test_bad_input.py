@@ -1,4 +1,4 @@
-"""Bad input (issue 6 item 4): each case has a row in docs/bad-input.md.
+"""Bad input: each case has a row in docs/bad-input.md.
 
 Requests go over raw sockets where a client library would tidy them up (``..`` segments,
 non-ASCII bytes, oversized heads); command output goes through a real `logstream run`.

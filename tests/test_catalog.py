@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from logstream.backends.datadir import DataDirBackend
 from logstream.catalog import Catalog
@@ -44,8 +45,15 @@ async def test_the_job_list_shows_live_jobs_as_they_are_now(tmp_path: Path) -> N
     assert (await backend.list_jobs())[0].lines == 0
 
 
+class SilentBackend(DataDirBackend):
+    """A backend that never reports a change itself."""
+
+    async def wait_changed(self) -> None:
+        await trio.sleep_forever()
+
+
 async def test_wait_changed_returns_when_a_job_of_this_process_starts(tmp_path: Path) -> None:
-    backend = DataDirBackend(tmp_path)
+    backend = SilentBackend(tmp_path)
     catalog = Catalog(backend)
     woken = trio.Event()
 
@@ -56,8 +64,9 @@ async def test_wait_changed_returns_when_a_job_of_this_process_starts(tmp_path: 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wait)
         await trio.testing.wait_all_tasks_blocked()
+        assert not woken.is_set()
         catalog.add_live(LiveLog(await backend.create_job("x", ["x"])))
-        with trio.fail_after(0.5):  # well before the backend's 1 s poll
+        with trio.fail_after(30):  # only the catalog's own notice can wake it
             await woken.wait()
 
 

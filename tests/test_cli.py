@@ -1,4 +1,4 @@
-"""`logstream run` end to end (contract §2): a real logstream process running a real command."""
+"""`logstream run` end to end: a real logstream process running a real command."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ async def test_ctrl_c_exits_promptly_even_when_our_stdout_is_stuck(nursery: trio
             stderr += await process.stderr.receive_some()
     # stdout is never read: `yes` fills the pipe and the terminal copy's buffer, then blocks.
     process.send_signal(signal.SIGINT)
-    with trio.fail_after(15):  # contract §2: exits within 15 s of the first signal
+    with trio.fail_after(15):  # run exits within 15 s of the first signal
         code = await process.wait()
     assert code == 128 + signal.SIGINT
 

@@ -1,4 +1,4 @@
-"""The data dir as the source of truth (contract §2-§4): `serve` beside `run`, crashes, gc."""
+"""The data dir as the source of truth (docs/data-dir.md): `serve` beside `run`, crashes, gc."""
 
 from __future__ import annotations
 
@@ -205,7 +205,8 @@ def test_pure_core_imports_no_async_framework() -> None:
         "import logstream.logformat, logstream.mask, logstream.config, logstream.jobsfile\n"
         "import logstream.jobspec, logstream.job, logstream.routes, logstream.errors\n"
         "import logstream.backends.protocol, logstream.metrics, logstream.asgi\n"
-        "import logstream.fdio, logstream.cors, logstream.redisformat\n"
+        "import logstream.fdio, logstream.cors, logstream.reconnect\n"
+        "import logstream.eventstream, logstream.redisformat\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )

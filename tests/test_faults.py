@@ -1,4 +1,4 @@
-"""Fault injection (issue 6 item 7): connections cut at random byte offsets, servers killed -9.
+"""Fault injection: connections cut at random byte offsets, servers killed -9.
 
 A loopback proxy forwards each connection to the server and cuts it after a random number of
 response bytes, anywhere: inside headers, inside an event, between the chunks of one write.

@@ -1,4 +1,4 @@
-"""The jobs file (contract §8): parsing, and clear errors naming the line and the field."""
+"""The jobs file (docs/task-runner.md): parsing, and clear errors naming the line and the field."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Graceful shutdown of `logstream serve` (issue 6 item 3), through a real process.
+"""Graceful shutdown of `logstream serve` (docs/operations.md), through a real process.
 
 SIGTERM or Ctrl-C: the listening socket closes, every stream ends cleanly without an ``end``
 event (so EventSource and `logstream tail` resume later), stuck clients are cut after a short

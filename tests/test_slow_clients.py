@@ -1,4 +1,4 @@
-"""Stuck and slow clients, dead peers and the stream limit (issue 6 items 1-2), over real sockets.
+"""Stuck and slow clients, dead peers and the stream limit, over real sockets.
 
 A stuck client is a real TCP socket with a tiny receive buffer whose owner stops reading after
 the response headers: the kernel buffers fill, and hypercorn's (shielded) write blocks.

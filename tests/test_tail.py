@@ -1,4 +1,4 @@
-"""``logstream tail`` (contract §6): the real CLI in a subprocess against real servers."""
+"""``logstream tail`` (docs/tail.md): the real CLI in a subprocess against real servers."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from httpx_sse import ServerSentEvent
 
 import logstream
+from logstream.sse import SSEParser
 from logstream.tail import (
     EXIT_CANCELLED,
     EXIT_INTERRUPTED,
@@ -450,14 +450,23 @@ def test_exit_status_follows_the_jobs_end() -> None:
 def test_a_gap_is_reported_and_no_line_is_printed_twice() -> None:
     out, err = io.BytesIO(), io.BytesIO()
     tail = Tail(parse_target("http://h/jobs/x"), Output(out, err))
-    for event in [
-        ServerSentEvent(retry=1000),
-        ServerSentEvent(data="one", id="1"),
-        ServerSentEvent(event="gap", data='{"first": 5}', id="1"),
-        ServerSentEvent(data="five", id="5"),
-        ServerSentEvent(data="five again", id="5"),  # a repeat is never printed
-        ServerSentEvent(event="stderr", data="six\nwith a carriage return", id="6"),
-    ]:
+    stream = (
+        b"retry: 1000\n\n"
+        b"id: 1\ndata: one\n\n"
+        b'event: gap\ndata: {"first": 5}\n\n'
+        b"id: 5\ndata: five\n\n"
+        b"id: 5\ndata: five again\n\n"  # a repeat is never printed
+        b"id: 6\nevent: stderr\ndata: six\ndata: with a carriage return\n\n"
+    )
+    parser = SSEParser()
+    # One byte at a time: events split anywhere are handled the same.
+    events = [
+        event
+        for byte in range(len(stream))
+        for event in tail._feed(parser, stream[byte : byte + 1])
+    ]
+    assert tail.retry_ms == 1000
+    for event in events:
         assert tail._handle(event) is None
     tail.output.flush()
     assert out.getvalue() == b"one\nfive\n"

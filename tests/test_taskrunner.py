@@ -1,4 +1,4 @@
-"""Task-runner mode (contract §8): start and cancel defined jobs over HTTP, real server and jobs."""
+"""Task-runner mode (docs/task-runner.md): start and cancel defined jobs over HTTP, for real."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP API and the event stream (contract §4, §5), over real sockets to a real hypercorn."""
+"""The HTTP API and the event stream (docs/protocol.md), over real sockets to a real hypercorn."""
 
 from __future__ import annotations
 

@@ -1,0 +1,52 @@
+"""What an event stream sends, decided without a server: opening, time mark, gap, end."""
+
+from __future__ import annotations
+
+from logstream import sse
+from logstream.backends.protocol import Cursor, Read
+from logstream.eventstream import EventStream
+from logstream.job import Job
+from logstream.ring import Chunk
+
+RUNNING = Job(id="j", name="j", command=("j",))
+
+
+def read(first: int, last: int, time_ms: int = 0, marked: bool = False) -> Read:
+    payload = sse.encode_lines(first, [f"l{n}" for n in range(first, last + 1)])
+    if marked:
+        payload = sse.encode_time(time_ms) + payload
+    return Read(Chunk(payload, last, time_ms), first, Cursor(last, position=last * 10))
+
+
+def test_the_first_chunk_carries_the_opening_and_its_read_time() -> None:
+    stream = EventStream(0, retry_ms=1000)
+    sent = stream.chunk(read(1, 2, time_ms=1234))
+    assert sent == (
+        sse.encode_retry(1000) + sse.encode_time(1234) + sse.encode_lines(1, ["l1", "l2"])
+    )
+    assert stream.cursor == Cursor(2, position=20)  # the backend's position is kept
+    assert stream.chunk(read(3, 3, time_ms=9999)) == sse.encode_lines(3, ["l3"])
+    assert stream.opening() is None
+
+
+def test_a_chunk_that_starts_with_its_own_time_mark_gets_no_second_one() -> None:
+    stream = EventStream(0, retry_ms=1000)
+    sent = stream.chunk(read(1, 1, time_ms=5, marked=True))
+    assert sent.count(b"event: time") == 1
+
+
+def test_lost_lines_are_announced_with_a_gap_before_the_chunk() -> None:
+    stream = EventStream(0, retry_ms=1000)
+    stream.chunk(read(1, 1))
+    assert stream.chunk(read(5, 5)) == sse.encode_gap(5) + sse.encode_lines(5, ["l5"])
+
+
+def test_the_end_follows_only_when_the_client_has_every_line() -> None:
+    stream = EventStream(3, retry_ms=1000)
+    ended = RUNNING.with_lines(5).ending("failed", 2)
+    assert stream.opening() == sse.encode_retry(1000)
+    assert stream.end(RUNNING, 3) is None
+    assert stream.end(ended, 5) is None and stream.line_pending(5)
+    stream.chunk(read(4, 5))
+    assert stream.end(ended, 5) == sse.encode_end("failed", 2)
+    assert not stream.line_pending(5)
