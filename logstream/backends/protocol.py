@@ -109,6 +109,12 @@ class JobWriter(Protocol):
         """The last line durably stored (0: none)."""
         ...
 
+    @property
+    def batch_interval_s(self) -> float:
+        """How long the job's ``LiveLog`` may collect blocks before handing them over: long
+        for a disk (one write per interval), short when other nodes read the lines live."""
+        ...
+
     async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
         """Store ``blocks`` in order; returns ``last_stored``.
 

@@ -43,6 +43,7 @@ from logstream.store import JOB_ID
 
 DEFAULT_LEASE_S = 10.0
 HEALTH_INTERVAL_S = 1.0
+BATCH_INTERVAL_S = 0.005
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 2.0
 
@@ -208,6 +209,12 @@ class RedisJobWriter:
     @property
     def last_stored(self) -> int:
         return self._stored
+
+    @property
+    def batch_interval_s(self) -> float:
+        # Other nodes see a line only once it is in Redis: batch briefly (one round trip per
+        # interval), not for the data directory's 200 ms.
+        return BATCH_INTERVAL_S
 
     async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
         # ``sync`` asks for power-loss safety: with Redis that is its append-only file's
