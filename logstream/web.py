@@ -15,6 +15,7 @@ timeout would cut a stream after 60 s, so event streams have none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from logstream.errors import (
     BadRequest,
     Forbidden,
     LogstreamError,
+    Unavailable,
     UnknownJob,
     UnsupportedMediaType,
 )
@@ -57,6 +59,8 @@ DEFAULT_PAGE_LINES = 1000
 MAX_PAGE_LINES = 10_000
 SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holding the GIL
 BEYOND_ANY_LINE = 10**18
+#: ``Retry-After`` of a 503 (the backend is unreachable): about how often it is checked.
+UNAVAILABLE_RETRY_S = 2
 
 
 def create_app(state: AppState) -> QuartTrio:
@@ -72,7 +76,10 @@ def create_app(state: AppState) -> QuartTrio:
     async def domain_error(error: LogstreamError) -> Response:
         if isinstance(error, UnknownJob) and _wants_page():
             return await _page("notfound.html", 404)
-        return _json({"error": error.message}, error.error_status_hint)
+        response = _json({"error": error.message}, error.error_status_hint)
+        if error.error_status_hint == 503:
+            response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_S)
+        return response
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
@@ -108,6 +115,7 @@ def create_app(state: AppState) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        catalog.backend.check_health()  # StorageError: 503, and the load balancer looks elsewhere
         return Response("ok\n", content_type="text/plain; charset=utf-8")
 
     @app.get("/metrics")
@@ -252,6 +260,10 @@ class AppState:
             async for data in self._events(log, after):
                 self.metrics.bytes_sent += len(data)
                 yield data
+        except Unavailable:
+            # The backend is unreachable: end the stream without an end event, so the client
+            # resumes later, or on another node, exactly where it was.
+            return
         finally:
             slot.release()
 
@@ -292,6 +304,11 @@ class AppState:
                 yield sse.KEEPALIVE
 
     async def stream_job_list(self) -> AsyncIterator[bytes]:
+        with contextlib.suppress(Unavailable):  # as for a job's stream: the client comes back
+            async for data in self._job_list():
+                yield data
+
+    async def _job_list(self) -> AsyncIterator[bytes]:
         sent: dict[str, dict[str, Any]] = {}
         jobs = await self.catalog.jobs()
         shown = [job_json(job) for job in jobs]

@@ -16,8 +16,10 @@ import trio
 from logstream import sse
 from logstream.backends.datadir import DataDirBackend
 from logstream.backends.protocol import Backend, Cursor, JobLog
+from logstream.backends.redis import RedisBackend
 from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
 from logstream.ring import Block
+from tests.redis_server import RedisServer
 
 
 @asynccontextmanager
@@ -27,8 +29,20 @@ async def data_dir_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     yield backend
 
 
+@asynccontextmanager
+async def redis_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    server = RedisServer()
+    server.start()
+    try:
+        async with RedisBackend.open(server.url) as backend:
+            yield backend
+    finally:
+        server.close()
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "datadir": data_dir_backend,
+    "redis": redis_backend,
 }
 
 
