@@ -6,8 +6,9 @@ Every key of one job carries the job ID as a hash tag (``logstream:{ID}:...``), 
 Cluster all of them live in one slot and the functions below, which touch several, stay legal.
 
 ``logstream:{ID}:job``   hash: ``spec`` (JSON of the fields fixed at creation: name, command,
-                         started_at, meta, ...), ``lines`` (the last stored line), ``status``,
-                         ``exit_code``, ``finished_at``.
+                         started_at, meta, owner, ...), ``lines`` (the last stored line),
+                         ``status``, ``exit_code``, ``finished_at``, ``changed_ms`` (Redis's
+                         clock, Unix ms, at the last stored change: creation, lines, end).
 ``logstream:{ID}:log``   stream: one entry per block of many lines. The entry ID is
                          ``<first line>-0`` and its fields are ``l`` (last line), ``t`` (when the
                          lines were read, Unix ms) and ``p`` (the lines as SSE records, encoded
@@ -15,6 +16,8 @@ Cluster all of them live in one slot and the functions below, which touch severa
                          are line numbers, the entry holding line N is ``XREVRANGE log N-0 -
                          COUNT 1`` and resuming at any line is exact. After the last line, an
                          entry with the field ``end`` (JSON status and exit code) closes the log.
+``logstream:{ID}:problems`` list: one JSON record per problem found in the lines
+                         (``problemlog.Found.to_record``), in the order they were found.
 ``logstream:{ID}:lease`` string with a TTL, refreshed by whoever runs the job; gone while the job
                          says ``running`` means its runner died: the job reads as interrupted.
 ``logstream:jobs``       sorted set of every job ID (score 0, ordered by ID: IDs start with
@@ -46,12 +49,19 @@ CHANGES_MAX_LEN = 10_000
 #: Bumped whenever a function below changes, so nodes of a new version load theirs.
 LIBRARY_NAME = "logstream_v1"
 #: Fields of the job hash that change while the job runs; everything else is in ``spec``.
-STATE_FIELDS = ("lines", "status", "exit_code", "finished_at")
+STATE_FIELDS = ("lines", "status", "exit_code", "finished_at", "changed_ms")
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
+-- Redis's clock in Unix ms: every node's ``changed_ms`` comes from the same clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- KEYS: job hash, log stream. ARGV: first, last, time_ms, payload, repeated per block.
 -- Stores each block that continues the log exactly; stops at the first that does not.
 -- Returns the last stored line, or an error when the job is unknown or has ended.
+
 local function append(keys, args)
   local have = redis.call('HGET', keys[1], 'lines')
   if not have then return redis.error_reply('NOJOB no such job') end
@@ -69,7 +79,9 @@ local function append(keys, args)
       stored = last
     end
   end
-  if stored ~= have then redis.call('HSET', keys[1], 'lines', stored) end
+  if stored ~= have then
+    redis.call('HSET', keys[1], 'lines', stored, 'changed_ms', now_ms())
+  end
   return stored
 end
 
@@ -85,7 +97,7 @@ local function finish(keys, args)
     return redis.error_reply('MISSING lines after ' .. have .. ' are not stored')
   end
   redis.call('HSET', keys[1], 'status', args[1], 'exit_code', args[2],
-             'finished_at', args[3])
+             'finished_at', args[3], 'changed_ms', now_ms())
   redis.call('XADD', keys[2], (have + 1) .. '-0', 'end',
              cjson.encode({{status = args[1], exit_code = tonumber(args[2])}}))
   return have
@@ -95,11 +107,20 @@ end
 local function create(keys, args)
   if redis.call('EXISTS', keys[1]) == 1 then return 0 end
   redis.call('HSET', keys[1], 'spec', args[1], 'lines', 0, 'status', 'running',
-             'exit_code', '', 'finished_at', '')
+             'exit_code', '', 'finished_at', '', 'changed_ms', now_ms())
+  return 1
+end
+
+-- KEYS: job hash, problems list. ARGV: problem records. Appends them while the job exists;
+-- returns 1, or 0 when it does not (removed meanwhile: nothing is left behind).
+local function problems(keys, args)
+  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
+  redis.call('RPUSH', keys[2], unpack(args))
   return 1
 end
 
 redis.register_function('logstream_append', append)
+redis.register_function('logstream_problems', problems)
 redis.register_function('logstream_finish', finish)
 redis.register_function('logstream_create', create)
 """
@@ -138,13 +159,17 @@ def log_key(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:log"
 
 
+def problems_key(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:problems"
+
+
 def lease_key(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:lease"
 
 
 def job_keys(job_id: str) -> list[str]:
     """Every key of one job (for removal)."""
-    return [job_key(job_id), log_key(job_id), lease_key(job_id)]
+    return [job_key(job_id), log_key(job_id), problems_key(job_id), lease_key(job_id)]
 
 
 def job_id_of(key: str) -> str:

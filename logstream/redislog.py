@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from logstream.backends.protocol import Cursor, Job, Read
+from logstream.problemlog import ProblemList, decode_records
 from logstream.redisformat import End, chunk_after
 from logstream.redisstore import FOLLOW_BLOCK_MS, RANGE_COUNT, RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block, Chunk, Ring
@@ -70,6 +71,10 @@ class RedisLog:
         self._entry_bytes = 64 * 1024
         #: Set when the job-list watcher hears of a change to this job (removed, say).
         self.stale = False
+        self._problems = ProblemList()
+        self._problems_read = 0  # records of the Redis list already in ``_problems``
+        self._problems_final = False
+        self._problems_lock = trio.Lock()
 
     @property
     def job(self) -> Job:
@@ -114,6 +119,19 @@ class RedisLog:
         self._last = max(self._last, chunk.last)
         # Positions are not needed: entry IDs are line numbers, any line is one lookup away.
         return Read(chunk, first, Cursor(chunk.last) if chunk.payload else cursor)
+
+    async def read_problems(self) -> ProblemList:
+        # Incremental: only the records added since the last read cross the network.
+        async with self._problems_lock:
+            if not self._problems_final:
+                # Once the end is known, one more read finds every record: none come later.
+                final = self.ended and self._job.status != "interrupted"
+                records = await self.store.read_problems(self._job.id, self._problems_read)
+                self._problems_read += len(records)
+                found, _used = decode_records(b"".join(records))
+                self._problems.add(found)
+                self._problems_final = final
+        return self._problems
 
     async def wait_beyond(self, seq: int) -> None:
         if self._last > seq or self.ended:

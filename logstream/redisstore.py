@@ -154,6 +154,37 @@ class RedisStore:
             raise UnknownJob(job_id)
         return int(lines)
 
+    async def changed_at(self, job_id: str) -> float:
+        """Unix time (Redis's clock) of the job's last stored change: creation, lines, end."""
+        with self._mapped_errors():
+            changed = await self.client.hget(redisformat.job_key(job_id), "changed_ms")
+        if changed is None:
+            raise UnknownJob(job_id)
+        return int(changed) / 1000
+
+    async def append_problems(self, job_id: str, records: Sequence[bytes]) -> None:
+        """Append problem records (``problemlog.Found.to_record``) to the job's list.
+
+        Only while the job exists: records for a job removed meanwhile are dropped, not left
+        behind under a key nothing removes.
+        """
+        if not records:
+            return
+        with self._mapped_errors():
+            pushed = await self._fcall(
+                "logstream_problems",
+                [redisformat.job_key(job_id), redisformat.problems_key(job_id)],
+                list(records),
+            )
+        if not pushed:
+            raise UnknownJob(job_id)
+
+    async def read_problems(self, job_id: str, start: int) -> list[bytes]:
+        """The job's problem records from index ``start`` on."""
+        with self._mapped_errors():
+            found = await self.client.lrange(redisformat.problems_key(job_id), start, -1)
+        return list(found)
+
     async def job_fields(self, job_id: str) -> tuple[dict[str, Any], bool]:
         """The job's fields (``redisformat.job_fields_from_hash``) and whether its lease lives."""
         with self._mapped_errors():

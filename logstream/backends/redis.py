@@ -36,6 +36,7 @@ from logstream import redisformat
 from logstream.backends.protocol import Job
 from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
 from logstream.job import utc_now
+from logstream.problemlog import Found
 from logstream.redislog import RedisJobs, RedisLog, job_from_fields
 from logstream.redisstore import RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block
@@ -107,6 +108,8 @@ class RedisBackend:
         cwd: str = "",
         pid: int | None = None,
         meta: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        started_at: str | None = None,
     ) -> RedisJobWriter:
         if job_id is not None and not JOB_ID.fullmatch(job_id):
             raise BadRequest(f"job IDs match {JOB_ID.pattern}")
@@ -119,6 +122,8 @@ class RedisBackend:
                 cwd=cwd,
                 pid=pid,
                 meta=dict(meta or {}),
+                owner=owner,
+                started_at=started_at or utc_now(),
             )
             created = await self.store.create_job(
                 new_id, _fields(job), lease=(self.node, self._lease_ms)
@@ -154,6 +159,11 @@ class RedisBackend:
 
     async def runner_alive(self, job_id: str) -> bool:
         return await self.store.lease_alive(job_id)
+
+    async def changed_at(self, job_id: str) -> float:
+        if not JOB_ID.fullmatch(job_id):
+            raise UnknownJob(job_id)
+        return await self.store.changed_at(job_id)
 
     async def remove_old_jobs(self, keep_days: float | None, keep_jobs: int | None) -> list[str]:
         return await self.store.remove_old_jobs(keep_days, keep_jobs)
@@ -236,6 +246,20 @@ class RedisJobWriter:
             self._stored = max(self._stored, stored)
             pending = self._after_stored(pending)
         return self._stored
+
+    async def append_problems(self, found: Sequence[Found]) -> None:
+        # Retried like lines: the lines that completed these problems wait for them.
+        records = [item.to_record() for item in found]
+        attempt = 0
+        while records:
+            try:
+                await self._store.append_problems(self._job.id, records)
+                return
+            except RedisUnavailable:
+                await self._backend._retry(attempt)
+                attempt += 1
+            except UnknownJob:
+                raise StorageError(f"job {self._job.id} is no longer in Redis") from None
 
     async def finish(self, job: Job) -> None:
         if self._finished:
