@@ -7,7 +7,8 @@ Cluster all of them live in one slot and the functions below, which touch severa
 
 ``logstream:{ID}:job``   hash: ``spec`` (JSON of the fields fixed at creation: name, command,
                          started_at, meta, owner, ...), ``lines`` (the last stored line),
-                         ``status``, ``exit_code``, ``finished_at``, ``changed_ms`` (Redis's
+                         ``status``, ``exit_code``, ``finished_at``, ``problems`` (counts, JSON,
+                         recorded with the end), ``changed_ms`` (Redis's
                          clock, Unix ms, at the last stored change: creation, lines, end).
 ``logstream:{ID}:log``   stream: one entry per block of many lines. The entry ID is
                          ``<first line>-0`` and its fields are ``l`` (last line), ``t`` (when the
@@ -49,7 +50,7 @@ CHANGES_MAX_LEN = 10_000
 #: Bumped whenever a function below changes, so nodes of a new version load theirs.
 LIBRARY_NAME = "logstream_v1"
 #: Fields of the job hash that change while the job runs; everything else is in ``spec``.
-STATE_FIELDS = ("lines", "status", "exit_code", "finished_at", "changed_ms")
+STATE_FIELDS = ("lines", "status", "exit_code", "finished_at", "changed_ms", "problems")
 
 LIBRARY = f"""#!lua name={LIBRARY_NAME}
 -- Redis's clock in Unix ms: every node's ``changed_ms`` comes from the same clock.
@@ -85,7 +86,8 @@ local function append(keys, args)
   return stored
 end
 
--- KEYS: job hash, log stream. ARGV: status, exit_code ('' for none), finished_at, last line.
+-- KEYS: job hash, log stream. ARGV: status, exit_code ('' for none), finished_at, last line,
+-- the problem counts (JSON, as the job list shows them).
 -- Records the end once every line up to ARGV[4] is stored; a repeated end changes nothing.
 -- Returns the last stored line, or an error when lines are missing.
 local function finish(keys, args)
@@ -97,7 +99,7 @@ local function finish(keys, args)
     return redis.error_reply('MISSING lines after ' .. have .. ' are not stored')
   end
   redis.call('HSET', keys[1], 'status', args[1], 'exit_code', args[2],
-             'finished_at', args[3], 'changed_ms', now_ms())
+             'finished_at', args[3], 'problems', args[5], 'changed_ms', now_ms())
   redis.call('XADD', keys[2], (have + 1) .. '-0', 'end',
              cjson.encode({{status = args[1], exit_code = tonumber(args[2])}}))
   return have
@@ -272,4 +274,6 @@ def job_fields_from_hash(fields: dict[bytes, bytes]) -> dict[str, Any]:
     shown["status"] = fields.get(b"status", b"running").decode()
     shown["exit_code"] = int(exit_code) if exit_code else None
     shown["finished_at"] = finished_at.decode() or None
+    if b"problems" in fields:  # the counts recorded with the end
+        shown["problems"] = json.loads(fields[b"problems"])
     return shown

@@ -12,8 +12,9 @@ Every failure to reach Redis (refused, reset, timed out, still loading its data)
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -134,15 +135,23 @@ class RedisStore:
         return stored
 
     async def finish(
-        self, job_id: str, status: str, exit_code: int | None, finished_at: str, last: int
+        self,
+        job_id: str,
+        status: str,
+        exit_code: int | None,
+        finished_at: str,
+        last: int,
+        problems: Mapping[str, int] | None = None,
     ) -> None:
-        """Record the job's end after its line ``last`` (once; a repeat changes nothing)."""
+        """Record the job's end after its line ``last`` (once; a repeat changes nothing),
+        with its problem counts for the job list."""
         code = "" if exit_code is None else str(exit_code)
+        counts = json.dumps(dict(problems or {}))
         with self._mapped_errors():
             await self._fcall(
                 "logstream_finish",
                 [redisformat.job_key(job_id), redisformat.log_key(job_id)],
-                [status, code, finished_at, last],
+                [status, code, finished_at, last, counts],
             )
             await self.client.delete([redisformat.lease_key(job_id)])
             await self._announce(job_id)

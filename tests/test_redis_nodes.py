@@ -18,7 +18,7 @@ import trio
 
 from logstream.sse import SSEParser
 from tests.livejobs import has_lines, read_events
-from tests.processes import Logstream, is_running, start_logstream
+from tests.processes import Logstream, is_running, start_logstream, start_runner
 from tests.redis_server import RedisServer, redis_aof, redis_server
 from tests.sse_client import ResumingClient
 
@@ -269,3 +269,40 @@ async def test_workers_need_redis(nursery: trio.Nursery) -> None:
     node = await start_logstream(nursery, "serve", "--port", "0", "--workers", "2")
     assert await node.wait_exit() == 2
     assert b"--workers needs --redis" in node.stderr
+
+
+async def test_a_remote_runner_uploads_to_a_redis_node_and_every_node_shows_it(
+    nursery: trio.Nursery, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    _a, url_a = await start_node(nursery, redis_server, "--ingest-token", "runner-t")
+    _b, url_b = await start_node(nursery, redis_server)
+    script = (
+        "import sys\n"
+        "print('building', flush=True)\n"
+        "print('Traceback (most recent call last):', file=sys.stderr, flush=True)\n"
+        "print('  File \"app.py\", line 7, in <module>', file=sys.stderr, flush=True)\n"
+        "print('ValueError: bad input', file=sys.stderr, flush=True)\n"
+        "sys.exit(1)\n"
+    )
+    running, job_id = await start_runner(
+        nursery, url_a, tmp_path / "runner", script, env={"LOGSTREAM_TOKEN": "runner-t"}
+    )
+    assert await running.wait_exit() == 1
+    async with httpx.AsyncClient(base_url=url_b, timeout=DEADLINE_S) as client:
+        with trio.fail_after(DEADLINE_S):
+            # Polled: nothing tells the test when the end reached node B.
+            while (await client.get(f"/api/jobs/{job_id}")).json()["status"] == "running":  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            job = (await client.get(f"/api/jobs/{job_id}")).json()
+        assert (job["status"], job["exit_code"], job["lines"]) == ("failed", 1, 4)
+        assert job["problems"] == {"error": 1, "warning": 0}
+        assert "owner" not in job
+        problems = (await client.get(f"/api/jobs/{job_id}/problems")).json()["problems"]
+        assert [(p["line"], p["title"], p["file"]) for p in problems] == [
+            (2, "ValueError: bad input", "app.py")
+        ]
+        listed = (await client.get("/api/jobs")).json()["jobs"]
+        assert [(j["id"], j["problems"]) for j in listed] == [(job_id, job["problems"])]
+    events = (await read_events(url_b, job_id)).events
+    assert [int(e.id) for e in events if e.id is not None] == [1, 2, 3, 4]
+    assert [e.event for e in events].count("problem") == 1

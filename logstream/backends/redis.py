@@ -269,7 +269,7 @@ class RedisJobWriter:
         while True:
             try:
                 await self._store.finish(
-                    job.id, job.status, job.exit_code, finished_at, self._stored
+                    job.id, job.status, job.exit_code, finished_at, self._stored, job.problems
                 )
                 break
             except RedisUnavailable:
