@@ -113,12 +113,16 @@ local function create(keys, args)
   return 1
 end
 
--- KEYS: job hash, problems list. ARGV: problem records. Appends them while the job exists;
--- returns 1, or 0 when it does not (removed meanwhile: nothing is left behind).
+-- KEYS: job hash, problems list. ARGV: how many records the writer knows are stored, then
+-- the records that follow them. Appends those not stored yet (a retry after a lost reply
+-- adds nothing twice) while the job exists. Returns the records stored, or -1 when the job
+-- does not exist (removed meanwhile: nothing is left behind).
 local function problems(keys, args)
-  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
-  redis.call('RPUSH', keys[2], unpack(args))
-  return 1
+  if redis.call('EXISTS', keys[1]) == 0 then return -1 end
+  local have = redis.call('LLEN', keys[2])
+  local from = 2 + math.max(0, have - tonumber(args[1]))
+  for at = from, #args do redis.call('RPUSH', keys[2], args[at]) end
+  return redis.call('LLEN', keys[2])
 end
 
 redis.register_function('logstream_append', append)

@@ -171,22 +171,28 @@ class RedisStore:
             raise UnknownJob(job_id)
         return int(changed) / 1000
 
-    async def append_problems(self, job_id: str, records: Sequence[bytes]) -> None:
-        """Append problem records (``problemlog.Found.to_record``) to the job's list.
+    async def append_problems(self, job_id: str, stored: int, records: Sequence[bytes]) -> int:
+        """Append problem records (``problemlog.Found.to_record``) that follow the first
+        ``stored`` of the job's list; returns how many the list holds.
 
+        Idempotent: records already there (a retry after a lost reply) are not added again.
         Only while the job exists: records for a job removed meanwhile are dropped, not left
         behind under a key nothing removes.
         """
-        if not records:
-            return
         with self._mapped_errors():
-            pushed = await self._fcall(
+            count = await self._fcall(
                 "logstream_problems",
                 [redisformat.job_key(job_id), redisformat.problems_key(job_id)],
-                list(records),
+                [stored, *records],
             )
-        if not pushed:
+        assert isinstance(count, int)
+        if count < 0:
             raise UnknownJob(job_id)
+        return count
+
+    async def problem_count(self, job_id: str) -> int:
+        with self._mapped_errors():
+            return int(await self.client.llen(redisformat.problems_key(job_id)))
 
     async def read_problems(self, job_id: str, start: int) -> list[bytes]:
         """The job's problem records from index ``start`` on."""

@@ -218,3 +218,21 @@ async def test_aof_restart_keeps_every_acknowledged_line(redis_aof: RedisServer)
         assert await store.last_line("j") == acknowledged == 200
         # Functions are kept in the append-only file too.
         assert await store.append("j", [block(201, 1)]) == 201
+
+
+async def test_problem_records_are_stored_once_even_when_a_writer_retries(
+    redis_server: RedisServer,
+) -> None:
+    async with RedisStore.connect(redis_server.url) as store:
+        await store.load_functions()
+        await store.create_job("j", job_fields("j"))
+        assert await store.append_problems("j", 0, [b"a\n", b"b\n"]) == 2
+        # The reply was lost: the writer sends the same records again, from what it knew.
+        assert await store.append_problems("j", 0, [b"a\n", b"b\n"]) == 2
+        assert await store.append_problems("j", 2, [b"c\n"]) == 3
+        assert await store.read_problems("j", 0) == [b"a\n", b"b\n", b"c\n"]
+        assert await store.read_problems("j", 2) == [b"c\n"]
+        await store.remove_job("j")
+        with pytest.raises(UnknownJob):
+            await store.append_problems("j", 3, [b"d\n"])
+        assert await store.client.exists([redisformat.problems_key("j")]) == 0

@@ -144,7 +144,8 @@ class RedisBackend:
             raise Conflict(f"job {job_id} is being written by another node")
         self._leases.add(job_id)
         job = job_from_fields(fields, lease_alive=True)
-        return RedisJobWriter(self, job, last_stored=job.lines)
+        problems = await self.store.problem_count(job_id)
+        return RedisJobWriter(self, job, last_stored=job.lines, problems_stored=problems)
 
     async def open_log(self, job_id: str) -> RedisLog:
         if not JOB_ID.fullmatch(job_id):
@@ -205,11 +206,15 @@ class RedisBackend:
 class RedisJobWriter:
     """The writer of one job in Redis (``JobWriter``); retries until Redis takes each block."""
 
-    def __init__(self, backend: RedisBackend, job: Job, last_stored: int) -> None:
+    def __init__(
+        self, backend: RedisBackend, job: Job, last_stored: int, problems_stored: int = 0
+    ) -> None:
         self._backend = backend
         self._store = backend.store
         self._job = job
         self._stored = last_stored
+        #: Records of the job's problem list this writer knows are stored (retries skip them).
+        self._problems_stored = problems_stored
         self._finished = False
 
     @property
@@ -253,7 +258,9 @@ class RedisJobWriter:
         attempt = 0
         while records:
             try:
-                await self._store.append_problems(self._job.id, records)
+                self._problems_stored = await self._store.append_problems(
+                    self._job.id, self._problems_stored, records
+                )
                 return
             except RedisUnavailable:
                 await self._backend._retry(attempt)
