@@ -39,6 +39,7 @@ class NullWriter:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.last_stored = 0
+        self.batch_interval_s = 0.2  # as the data directory batches
 
     async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
         await trio.to_thread.run_sync(lambda: None)  # the hop a real write takes

@@ -25,6 +25,7 @@ from click.core import ParameterSource
 from logstream import api, remote, routes
 from logstream import tail as tail_module
 from logstream.announce import announce_server, running_server_url
+from logstream.backends.open_backend import open_backend
 from logstream.backends.protocol import Backend
 from logstream.config import DEFAULT_MAX_STREAMS, DEFAULT_PORT, Settings
 from logstream.errors import StorageError
@@ -32,9 +33,11 @@ from logstream.jobsfile import JobsFile, JobsFileError, load_jobs_file
 from logstream.jobspec import DEFAULT_PTY_SIZE, GRACE_S, JobSpec
 from logstream.matchers import Matcher, MatcherError, parse_matchers
 from logstream.reconnect import FIRST_CONTACT_S
+from logstream.redisformat import InvalidRedisURL, check_redis_url
 from logstream.ring import DEFAULT_RING_LINES
 from logstream.server import PortInUse, bind_socket, format_url
-from logstream.store import DataDir, default_data_dir
+from logstream.store import default_data_dir
+from logstream.workers import WORKER_ENV, Workers, worker_argv
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: After a first signal, viewers get the end until this long after it (the job is killed after
@@ -188,6 +191,20 @@ data_dir_option = click.option(
 )
 
 
+def redis_options(function: F) -> F:
+    """Options of the commands that can keep jobs in Redis."""
+    function = click.option(
+        "--redis",
+        "redis_url",
+        envvar="LOGSTREAM_REDIS_URL",
+        default=None,
+        metavar="URL",
+        help="Keep every job in this Redis (redis://[:PASSWORD@]HOST:PORT/DB, rediss://, "
+        "unix:///PATH) instead of the data directory.",
+    )(function)
+    return function
+
+
 def make_settings(options: dict[str, Any]) -> Settings:
     matchers = _read_matchers(options.pop("matcher_files", ()))
     masks = list(options.pop("masks", ()))
@@ -195,6 +212,11 @@ def make_settings(options: dict[str, Any]) -> Settings:
     data_dir = options.pop("data_dir", None) or default_data_dir()
     options["token"] = read_token(options.pop("token_file", None), options.get("token"))
     options["allow_hosts"] = tuple(options.get("allow_hosts", ()))
+    if options.get("redis_url"):
+        try:
+            check_redis_url(options["redis_url"])
+        except InvalidRedisURL as error:
+            raise UsageError(f"--redis {error}") from None
     settings = Settings(
         data_dir=Path(data_dir), masks=tuple(masks), matchers=tuple(matchers), **options
     )
@@ -496,7 +518,7 @@ def freeze_startup_heap() -> None:
 def _bind(settings: Settings) -> socket.socket:
     """Bind before anything else happens: a taken port must not leave a job behind."""
     try:
-        return bind_socket(settings.host, settings.port)
+        return bind_socket(settings.host, settings.port, reuse_port=settings.reuse_port)
     except PortInUse as error:
         raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
 
@@ -547,23 +569,65 @@ async def _backend_errors() -> AsyncIterator[None]:
     metavar="SECONDS",
     help="A remote job whose runner sends nothing this long shows as interrupted.",
 )
+@redis_options
+@click.option(
+    "--lease-s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --redis: a job whose node stops (dies) shows as interrupted after this long.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Node processes serving this one port (SO_REUSEPORT), e.g. one per core. Needs --redis.",
+)
 def serve(
-    jobs_file: Path | None, keep_days: float | None, keep_jobs: int | None, **options: Any
+    jobs_file: Path | None,
+    keep_days: float | None,
+    keep_jobs: int | None,
+    workers: int,
+    **options: Any,
 ) -> int:
-    """Serve every job in the data directory, live and finished.
+    """Serve every job in the data directory (or in Redis), live and finished.
 
     Jobs that `logstream run` processes on this machine write to the same data directory
     show up live, and so do the jobs of remote runners (`logstream run --server URL`). While
     this server runs, such a `logstream run` on this machine prints this server's page for its
     job (it outlives the run). With --jobs, the jobs defined in that file can be started from
     the API.
+    With --redis, any number of `serve` nodes on any machines share every job (docs/scaling.md).
     """
+    options["reuse_port"] = bool(os.environ.get(WORKER_ENV))
     settings = make_settings(options)
     try:
         jobs = load_jobs_file(jobs_file) if jobs_file else None
     except JobsFileError as error:
         raise UsageError(str(error)) from None
+    if workers > 1:
+        return _serve_workers(settings, workers)
     return trio.run(_serve, settings, jobs, keep_days, keep_jobs)
+
+
+def _serve_workers(settings: Settings, count: int) -> int:
+    if not settings.redis_url:
+        raise UsageError(
+            "--workers needs --redis: the workers are separate processes that share jobs "
+            "through Redis"
+        )
+    # Held (bound, not listening) while the workers run: the port stays ours.
+    try:
+        reserved = bind_socket(settings.host, settings.port, reuse_port=True)
+    except PortInUse as error:
+        raise UsageError(f"{error.strerror}; choose another --port (0: any free port)") from None
+    with reserved:
+        port = reserved.getsockname()[1]
+        url = format_url(settings.scheme, settings.host, port)
+        argv = [sys.executable, "-m", "logstream", *worker_argv(click.get_current_context().obj)]
+        return trio.run(Workers(count, argv, port, url, say).run)
 
 
 async def _serve(
@@ -754,6 +818,7 @@ def tail_command(
 
 @cli.command(options_metavar="[--data-dir DIR] [--keep-days N] [--keep-jobs N]")
 @data_dir_option
+@redis_options
 @click.option(
     "--keep-days",
     type=click.FloatRange(min=0),
@@ -766,26 +831,38 @@ def tail_command(
     default=None,
     help="Keep only this many newest jobs; remove older finished ones.",
 )
-def gc(data_dir: Path | None, keep_days: float | None, keep_jobs: int | None) -> int:
-    """Remove old finished jobs (never a running one).
+def gc(
+    data_dir: Path | None, redis_url: str | None, keep_days: float | None, keep_jobs: int | None
+) -> int:
+    """Remove old finished jobs (never a running one), from the data directory or Redis.
 
     Give --keep-days, --keep-jobs or both: a job goes when either says so.
     """
     if keep_days is None and keep_jobs is None:
         raise UsageError("gc: give --keep-days N, --keep-jobs N, or both")
-    removed = DataDir(data_dir or default_data_dir()).gc(keep_days, keep_jobs)
+    settings = make_settings({"data_dir": data_dir, "redis_url": redis_url})
+    removed = trio.run(_remove_old_jobs, settings, keep_days, keep_jobs)
     say(f"removed {len(removed)} jobs")
     return 0
+
+
+async def _remove_old_jobs(
+    settings: Settings, keep_days: float | None, keep_jobs: int | None
+) -> list[str]:
+    async with _backend_errors(), open_backend(settings) as backend:
+        return await backend.remove_old_jobs(keep_days, keep_jobs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: returns the exit status."""
     _reopen_closed_standard_fds()
     try:
+        args = list(argv) if argv is not None else sys.argv[1:]
         result = cli.main(
-            args=list(argv) if argv is not None else None,
+            args=args,
             prog_name="logstream",
             standalone_mode=False,
+            obj=args,  # ``serve --workers`` starts its workers with the same arguments
         )
     except click.exceptions.Abort:
         say("aborted")

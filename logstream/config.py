@@ -58,6 +58,13 @@ class Settings:
     stream_chunk_bytes: int = 128 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
+    #: Keep every job in the Redis at this URL (many nodes) instead of the data directory.
+    redis_url: str | None = None
+    #: With Redis: a job whose node stops renewing its lease for this long reads as
+    #: interrupted on every node.
+    lease_s: float = 10.0
+    #: ``SO_REUSEPORT`` on the listening socket: other processes serve the same port.
+    reuse_port: bool = False
 
     @property
     def scheme(self) -> str:

@@ -7,9 +7,9 @@ Theory of operation
 encodes lines once into a ``Block``; ``append_block`` takes a block as numbered by its sender
 and ignores the lines the log already has, so a re-sent block changes nothing. Neither blocks:
 the block goes into the ring and is queued for the writer task, which hands queued blocks to
-the backend's ``JobWriter`` at least every ``FLUSH_INTERVAL_S``. Waiting clients are woken once
-per block: each wait uses the current generation's ``trio.Event``, which appending sets and
-replaces.
+the backend's ``JobWriter`` at least every ``JobWriter.batch_interval_s`` (200 ms for a disk,
+5 ms for Redis). Waiting clients are woken once per block: each wait uses the current
+generation's ``trio.Event``, which appending sets and replaces.
 
 Reads (``read_after(cursor)``) answer the records after the cursor as one chunk: from the ring
 when it still holds the next line, else from the backend's stored log (``JobWriter.open_log``)
@@ -33,7 +33,6 @@ from logstream.problemlog import Found, ProblemList
 from logstream.problems import Detector, Problem
 from logstream.ring import DEFAULT_RING_LINES, Block, Ring
 
-FLUSH_INTERVAL_S = 0.2
 FLUSH_BYTES = 8 << 20
 MAX_PENDING_BYTES = 32 << 20  # beyond this the runner stops reading until the disk catches up
 SYNC_INTERVAL_S = 5.0  # fsync of a running job's log: bounds what a power loss can take
@@ -205,7 +204,7 @@ class LiveLog:
             await self._queued.wait()
             if not self._stopping and self._pending_bytes < FLUSH_BYTES:
                 # Let a batch build up: one write per interval, not one per read.
-                with trio.move_on_after(FLUSH_INTERVAL_S):
+                with trio.move_on_after(self._writer.batch_interval_s):
                     while not self._stopping and self._pending_bytes < FLUSH_BYTES:
                         await self._changed.wait()
             self._queued = trio.Event()

@@ -50,12 +50,18 @@ class PortInUse(OSError):
     """The port given explicitly is taken."""
 
 
-def bind_socket(host: str, port: int | None) -> socket.socket:
-    """A bound TCP socket; ``port=None``: the default port, or a free one when it is taken."""
+def bind_socket(host: str, port: int | None, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket; ``port=None``: the default port, or a free one when it is taken.
+
+    ``reuse_port``: share the port with other processes that bind it the same way
+    (``SO_REUSEPORT``; ``serve --workers``), the kernel spreading connections over them.
+    """
     infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _type, _proto, _name, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address[0], DEFAULT_PORT if port is None else port, *address[2:]))
     except OSError as error:

@@ -15,6 +15,7 @@ timeout would cut a stream after 60 s, so event streams have none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -38,6 +39,7 @@ from logstream.errors import (
     Busy,
     Forbidden,
     LogstreamError,
+    Unavailable,
     UnknownJob,
     UnsupportedMediaType,
 )
@@ -66,6 +68,8 @@ SEARCH_SLICE_BYTES = 256 * 1024  # searched in one go by a worker thread, holdin
 BEYOND_ANY_LINE = 10**18
 #: How often the job list is re-read for jobs that other processes run.
 JOB_LIST_POLL_S = 1.0
+#: ``Retry-After`` of a 503 (the backend is unreachable): about how often it is checked.
+UNAVAILABLE_RETRY_S = 2
 
 
 def create_app(state: AppState) -> QuartTrio:
@@ -81,7 +85,10 @@ def create_app(state: AppState) -> QuartTrio:
     async def domain_error(error: LogstreamError) -> Response:
         if isinstance(error, UnknownJob) and _wants_page():
             return await _page("notfound.html", 404)
-        return _json({"error": error.message}, error.error_status_hint)
+        response = _json({"error": error.message}, error.error_status_hint)
+        if error.error_status_hint == 503:
+            response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_S)
+        return response
 
     @app.errorhandler(404)
     async def not_found(error: Exception) -> Response:
@@ -114,6 +121,7 @@ def create_app(state: AppState) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        catalog.backend.check_health()  # StorageError: 503, and the load balancer looks elsewhere
         return Response("ok\n", content_type="text/plain; charset=utf-8")
 
     @app.get("/metrics")
@@ -292,6 +300,10 @@ class AppState:
             async for data in self._events(log, after):
                 self.metrics.bytes_sent += len(data)
                 yield data
+        except Unavailable:
+            # The backend is unreachable: end the stream without an end event, so the client
+            # resumes later, or on another node, exactly where it was.
+            return
         finally:
             slot.release()
 
@@ -336,33 +348,38 @@ class AppState:
         """The job list, then an event per job that changed: one shared watch feeds them all."""
         slot = slot or StreamSlot(self, job_list=True)
         try:
-            watch = self.job_list
-            await watch.refresh()
-            generation = watch.generation
-            yield sse.encode_retry(self.settings.retry_ms) + watch.snapshot()
-            quiet_since = trio.current_time()
-            while not self.shutting_down.is_set():
-                with trio.move_on_after(JOB_LIST_POLL_S) as waited:
-                    self._waiting.add(waited)
-                    if self.shutting_down.is_set():
-                        waited.cancel()
-                    try:
-                        await self.catalog.wait_changed()
-                    finally:
-                        self._waiting.discard(waited)
-                if self.shutting_down.is_set():
-                    return
-                await watch.refresh()
-                if watch.generation != generation:
-                    data = watch.changes_since(generation)
-                    generation = watch.generation
-                    quiet_since = trio.current_time()
+            with contextlib.suppress(Unavailable):  # as for a job's stream: the client comes back
+                async for data in self._job_list():
                     yield data
-                elif trio.current_time() - quiet_since >= self.settings.keepalive_s:
-                    quiet_since = trio.current_time()
-                    yield sse.KEEPALIVE
         finally:
             slot.release()
+
+    async def _job_list(self) -> AsyncIterator[bytes]:
+        watch = self.job_list
+        await watch.refresh()
+        generation = watch.generation
+        yield sse.encode_retry(self.settings.retry_ms) + watch.snapshot()
+        quiet_since = trio.current_time()
+        while not self.shutting_down.is_set():
+            with trio.move_on_after(JOB_LIST_POLL_S) as waited:
+                self._waiting.add(waited)
+                if self.shutting_down.is_set():
+                    waited.cancel()
+                try:
+                    await self.catalog.wait_changed()
+                finally:
+                    self._waiting.discard(waited)
+            if self.shutting_down.is_set():
+                return
+            await watch.refresh()
+            if watch.generation != generation:
+                data = watch.changes_since(generation)
+                generation = watch.generation
+                quiet_since = trio.current_time()
+                yield data
+            elif trio.current_time() - quiet_since >= self.settings.keepalive_s:
+                quiet_since = trio.current_time()
+                yield sse.KEEPALIVE
 
 
 class JobListWatch:

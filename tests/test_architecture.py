@@ -26,6 +26,7 @@ PURE = {
     "ingest",
     "upload",
     "cimeta",
+    "redisformat",
     "reconnect",
     "eventstream",
     "problems",

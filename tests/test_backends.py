@@ -6,6 +6,7 @@ and must pass every test here unchanged.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -16,8 +17,12 @@ import trio
 from logstream import sse
 from logstream.backends.datadir import DataDirBackend
 from logstream.backends.protocol import Backend, Cursor, JobLog
+from logstream.backends.redis import RedisBackend
 from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
+from logstream.problemlog import Found
+from logstream.problems import Problem
 from logstream.ring import Block
+from tests.redis_server import RedisServer
 
 
 @asynccontextmanager
@@ -27,8 +32,20 @@ async def data_dir_backend(tmp_path: Path) -> AsyncIterator[Backend]:
     yield backend
 
 
+@asynccontextmanager
+async def redis_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    server = RedisServer()
+    server.start()
+    try:
+        async with RedisBackend.open(server.url) as backend:
+            yield backend
+    finally:
+        server.close()
+
+
 BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "datadir": data_dir_backend,
+    "redis": redis_backend,
 }
 
 
@@ -166,3 +183,59 @@ async def test_remove_old_jobs_keeps_running_ones(backend: Backend) -> None:
     assert await backend.remove_old_jobs(None, 0) == [ended.job.id]
     assert [job.id for job in await backend.list_jobs()] == [running.job.id]
     await running.release()
+
+
+async def test_a_remote_runners_owner_and_start_time_are_kept(backend: Backend) -> None:
+    writer = await backend.create_job(
+        "x", ["x"], owner="fingerprint", started_at="2026-01-02T03:04:05.000000Z"
+    )
+    for job in (writer.job, (await backend.open_log(writer.job.id)).job):
+        assert (job.owner, job.started_at) == ("fingerprint", "2026-01-02T03:04:05.000000Z")
+    local = await backend.create_job("y", ["y"])
+    assert (await backend.list_jobs())[0].owner is None
+    await writer.release()
+    await local.release()
+
+
+async def test_changed_at_moves_when_lines_or_the_end_are_stored(backend: Backend) -> None:
+    before = time.time()
+    writer = await backend.create_job("x", ["x"])
+    created = await backend.changed_at(writer.job.id)
+    # A clock with coarse steps (a file system's mtime) may read slightly in the past.
+    assert before - 2 <= created <= time.time() + 2
+    await writer.append_blocks([block(1, 2)])
+    assert await backend.changed_at(writer.job.id) >= created
+    await writer.finish(writer.job.with_lines(2).ending("succeeded", 0))
+    assert await backend.changed_at(writer.job.id) >= created
+    with pytest.raises(UnknownJob):
+        await backend.changed_at("20260101T000000000000Z-0000")
+
+
+def found(line: int, severity: str, title: str) -> Found:
+    return Found(Problem(line, severity, title, "a.py", 3), found_at=line + 1)
+
+
+async def test_problems_are_read_in_the_order_found_and_removed_with_the_job(
+    backend: Backend,
+) -> None:
+    writer = await backend.create_job("x", ["x"])
+    log = await backend.open_log(writer.job.id)
+    assert (await log.read_problems()).found == []
+    await writer.append_problems([found(2, "error", "E1"), found(1, "warning", "W")])
+    await writer.append_blocks([block(1, 3)])
+    assert [f.problem.title for f in (await log.read_problems()).found] == ["E1", "W"]
+    await writer.append_problems([found(3, "error", "E2")])
+    await writer.append_blocks([block(4, 4)])
+    problems = await (await backend.open_log(writer.job.id)).read_problems()
+    assert [(f.problem.title, f.found_at) for f in problems.found] == [
+        ("E1", 3),
+        ("W", 2),
+        ("E2", 4),
+    ]
+    assert problems.shown_counts() == {"error": 2, "warning": 1}
+    assert [p["line"] for p in problems.in_line_order()] == [1, 2, 3]
+    await writer.finish(writer.job.with_lines(4).ending("failed", 1))
+    assert (await log.read_problems()).shown_counts() == {"error": 2, "warning": 1}
+    assert await backend.remove_old_jobs(None, 0) == [writer.job.id]
+    with pytest.raises(UnknownJob):
+        await backend.open_log(writer.job.id)

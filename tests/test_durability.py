@@ -209,6 +209,7 @@ def test_pure_core_imports_no_async_framework() -> None:
         "import logstream.eventstream, logstream.hosts\n"
         "import logstream.ingest, logstream.upload, logstream.cimeta\n"
         "import logstream.problems, logstream.matchers, logstream.workflow, logstream.problemlog\n"
+        "import logstream.redisformat\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'trio', 'anyio', 'quart', 'quart_trio', 'hypercorn', 'httpx', 'asyncio'}))\n"
     )

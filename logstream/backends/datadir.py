@@ -39,6 +39,8 @@ from logstream.ring import Block
 from logstream.store import DataDir, LogReader, LogWriter, ProblemReader
 
 POLL_INTERVAL_S = 0.1
+#: How long a job's lines are collected before one write to its log file.
+FLUSH_INTERVAL_S = 0.2
 #: How often ``wait_changed`` returns: the data directory cannot notify, so job lists poll.
 LIST_POLL_INTERVAL_S = 1.0
 
@@ -64,6 +66,9 @@ class DataDirBackend:
             raise StorageError(
                 f"cannot use the data directory {self.path}: {error.strerror}"
             ) from None
+
+    def check_health(self) -> None:
+        """Always healthy: a failing disk shows in the writes, and the server runs on."""
 
     def new_job_id(self) -> str:
         job_id, path = self.data.new_job_dir()
@@ -186,6 +191,12 @@ class DataDirWriter:
     @property
     def last_stored(self) -> int:
         return self._last_stored
+
+    @property
+    def batch_interval_s(self) -> float:
+        # One write (a thread hop, a few syscalls) per interval: readers of the file on this
+        # machine poll it at about the same pace.
+        return FLUSH_INTERVAL_S
 
     async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
         new = new_blocks(blocks, self._last_stored)

@@ -17,6 +17,15 @@ async def open_backend(settings: Settings) -> AsyncIterator[Backend]:
     A backend with background work (connections, leases, watchers) runs it inside this block.
     Raises ``StorageError`` when it cannot be used.
     """
+    if settings.redis_url:
+        # Imported here: only a node that uses Redis loads its client.
+        from logstream.backends.redis import RedisBackend
+
+        async with RedisBackend.open(
+            settings.redis_url, ring_lines=settings.ring_lines, lease_s=settings.lease_s
+        ) as redis:
+            yield redis
+        return
     backend = DataDirBackend(settings.data_dir)
     backend.check()
     yield backend

@@ -114,6 +114,12 @@ class JobWriter(Protocol):
         """The last line durably stored (0: none)."""
         ...
 
+    @property
+    def batch_interval_s(self) -> float:
+        """How long the job's ``LiveLog`` may collect blocks before handing them over: long
+        for a disk (one write per interval), short when other nodes read the lines live."""
+        ...
+
     async def append_blocks(self, blocks: Sequence[Block], *, sync: bool = False) -> int:
         """Store ``blocks`` in order; returns ``last_stored``.
 
@@ -204,4 +210,11 @@ class Backend(Protocol):
 
     async def remove_old_jobs(self, keep_days: float | None, keep_jobs: int | None) -> list[str]:
         """Remove ended jobs older than ``keep_days`` or beyond the newest ``keep_jobs``."""
+        ...
+
+    def check_health(self) -> None:
+        """Raise ``StorageError`` when the backend cannot serve now (``/healthz``).
+
+        Answers from what the backend already knows (no I/O): a load balancer may ask often.
+        """
         ...
