@@ -209,23 +209,6 @@ class End:
     exit_code: int | None
 
 
-def blocks_after(blocks: list[Block], stored: int) -> list[Block]:
-    """The part of ``blocks`` after line ``stored``: older blocks dropped, one cut at it.
-
-    Raises ``ValueError`` when the first remaining line is not ``stored + 1`` (a hole).
-    """
-    kept: list[Block] = []
-    for block in blocks:
-        if block.last <= stored:
-            continue
-        block = block.after(stored)
-        expected = kept[-1].last + 1 if kept else stored + 1
-        if block.first != expected:
-            raise ValueError(f"lines {expected}..{block.first - 1} are missing")
-        kept.append(block)
-    return kept
-
-
 def parse_entry(identifier: bytes | str, fields: dict[bytes, bytes]) -> Block | End:
     """A stream entry as the block it holds, or the job's end."""
     if b"end" in fields:

@@ -23,6 +23,7 @@ than the first block is answered with ``None``; the caller reads those lines fro
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from logstream import sse
@@ -53,6 +54,26 @@ class Block:
             return self
         at = sse.find_line_record(self.payload, seq + 1)
         return Block(seq + 1, self.last, self.payload[at:], self.time_ms)
+
+
+def blocks_after(blocks: Iterable[Block], stored: int) -> list[Block]:
+    """``blocks`` without the lines at or below ``stored``: what a store still lacks.
+
+    Blocks (or parts of them) already stored are dropped, so a re-sent block is stored once; a
+    block that straddles ``stored`` is cut at its next line's record. Raises ``ValueError`` when
+    a line is missing between what is stored and what is given (a hole).
+    """
+    kept: list[Block] = []
+    expected = stored + 1
+    for block in blocks:
+        if block.last < expected:
+            continue
+        if block.first > expected:
+            raise ValueError(f"lines {expected}..{block.first - 1} are missing")
+        block = block.after(expected - 1)
+        kept.append(block)
+        expected = block.last + 1
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

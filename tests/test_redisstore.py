@@ -11,7 +11,7 @@ from logstream import redisformat, sse
 from logstream.errors import UnknownJob
 from logstream.redisformat import End, InvalidRedisURL, check_redis_url, chunk_after
 from logstream.redisstore import JobEnded, RedisStore, RedisUnavailable
-from logstream.ring import Block
+from logstream.ring import Block, blocks_after
 from tests.redis_server import RedisServer, redis_aof, redis_server
 
 __all__ = ["redis_aof", "redis_server"]
@@ -56,16 +56,16 @@ def test_chunk_after_starts_inside_a_block_and_reports_gaps() -> None:
 
 def test_blocks_after_cuts_at_the_stored_line_and_refuses_holes() -> None:
     blocks = [block(1, 3), block(4, 3)]
-    assert redisformat.blocks_after(blocks, 0) == blocks
-    assert redisformat.blocks_after(blocks, 3) == [blocks[1]]
-    assert redisformat.blocks_after(blocks, 6) == []
-    cut = redisformat.blocks_after(blocks, 4)
+    assert blocks_after(blocks, 0) == blocks
+    assert blocks_after(blocks, 3) == [blocks[1]]
+    assert blocks_after(blocks, 6) == []
+    cut = blocks_after(blocks, 4)
     assert [(b.first, b.last) for b in cut] == [(5, 6)]
     assert cut[0].payload == sse.encode_lines(5, ["line 5", "line 6"])
     with pytest.raises(ValueError, match=r"1\.\.3 are missing"):
-        redisformat.blocks_after([block(4, 3)], 0)
+        blocks_after([block(4, 3)], 0)
     with pytest.raises(ValueError, match=r"4\.\.4 are missing"):
-        redisformat.blocks_after([block(1, 3), block(5, 1)], 0)
+        blocks_after([block(1, 3), block(5, 1)], 0)
 
 
 async def test_a_block_sent_twice_is_stored_once(redis_server: RedisServer) -> None:

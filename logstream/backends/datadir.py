@@ -35,7 +35,7 @@ from logstream.backends.protocol import Cursor, Job, JobLog, Read
 from logstream.errors import Conflict, StorageError, UnknownJob
 from logstream.job import utc_now
 from logstream.problemlog import Found, ProblemList
-from logstream.ring import Block
+from logstream.ring import Block, blocks_after
 from logstream.store import DataDir, LogReader, LogWriter, ProblemReader
 
 POLL_INTERVAL_S = 0.1
@@ -259,22 +259,11 @@ class DataDirWriter:
 
 
 def new_blocks(blocks: Sequence[Block], last_stored: int) -> list[Block]:
-    """``blocks`` without the lines at or below ``last_stored``; ``StorageError`` on a hole.
-
-    A block that straddles ``last_stored`` is cut at its next line's record (the time mark
-    before it, if any, is dropped with the older lines).
-    """
-    new: list[Block] = []
-    expected = last_stored + 1
-    for block in blocks:
-        if block.last < expected:
-            continue
-        if block.first > expected:
-            raise StorageError(f"lines {expected}..{block.first - 1} are missing")
-        block = block.after(expected - 1)
-        new.append(block)
-        expected = block.last + 1
-    return new
+    """``blocks`` without the lines at or below ``last_stored``; ``StorageError`` on a hole."""
+    try:
+        return blocks_after(blocks, last_stored)
+    except ValueError as error:
+        raise StorageError(str(error)) from None
 
 
 class FileLog:

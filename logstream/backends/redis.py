@@ -32,14 +32,13 @@ from typing import Any
 
 import trio
 
-from logstream import redisformat
 from logstream.backends.protocol import Job
 from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
 from logstream.job import utc_now
 from logstream.problemlog import Found
 from logstream.redislog import RedisJobs, RedisLog, job_from_fields
 from logstream.redisstore import RedisStore, RedisUnavailable
-from logstream.ring import DEFAULT_RING_LINES, Block
+from logstream.ring import DEFAULT_RING_LINES, Block, blocks_after
 from logstream.store import JOB_ID
 
 DEFAULT_LEASE_S = 10.0
@@ -299,7 +298,7 @@ class RedisJobWriter:
 
     def _after_stored(self, blocks: list[Block]) -> list[Block]:
         try:
-            return redisformat.blocks_after(blocks, self._stored)
+            return blocks_after(blocks, self._stored)
         except ValueError as error:
             raise StorageError(f"job {self._job.id}: {error}") from None
 
