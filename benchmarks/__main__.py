@@ -11,13 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from benchmarks import scenarios as s
 from benchmarks.harness import temporary_directory
 from benchmarks.procstat import load_average
 
-SCENARIOS = ("ingest", "fanout", "catchup", "storm", "memory")
+SCENARIOS = ("ingest", "fanout", "perline", "catchup", "storm", "memory")
 TARGET_CELLS = [(1, 0), (100, 2000), (1000, 100), (100, 0)]
 ALL_CELLS = [(c, r) for r in (2000, 100, 0) for c in (1, 100, 1000)]
+#: One write per line (issue 13): the cells where the cost per wake shows.
+PER_LINE_CELLS = [(100, 2000), (1000, 100), (1, 0)]
+PER_LINE_MAX_RATE_LINES = 200_000
 
 
 def _fmt(value: float) -> str:
@@ -57,7 +61,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller jobs, one run, targets only")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server and job on CPU 0, load clients on CPU 1 (sched_setaffinity)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        harness.SERVER_CPUS, harness.CLIENT_CPUS = {0}, {1}
     chosen = args.scenarios or list(SCENARIOS)
     if unknown := set(chosen) - set(SCENARIOS):
         parser.error(f"unknown scenario: {', '.join(sorted(unknown))}")
@@ -84,6 +95,15 @@ def main() -> None:
                 report.measure(
                     f"fanout {kind} {clients} clients {shown}",
                     lambda k=kind, c=clients, r=rate, n=lines: s.fanout(k, c, r, n),  # type: ignore[misc]
+                )
+    if "perline" in chosen:
+        for clients, rate in PER_LINE_CELLS:
+            lines = PER_LINE_MAX_RATE_LINES if not rate else int(rate * sizes.paced_s)
+            shown = f"{rate:g} lines/s" if rate else "max rate"
+            for kind in ("logstream", "baseline"):
+                report.measure(
+                    f"perline {kind} {clients} clients {shown}",
+                    lambda k=kind, c=clients, r=rate, n=lines: s.fanout(k, c, r, n, "line"),  # type: ignore[misc]
                 )
     if "catchup" in chosen:
         n = sizes.catchup_lines

@@ -23,12 +23,29 @@ JOB_LINE = re.compile(r"logstream: job (\S+) live at (http://[^/]+)/jobs/")
 SERVING_LINE = re.compile(r"(?:logstream|baseline): serving at (http://[^/]+)/")
 
 
-def firehose(lines: int, *, rate: float = 0, stamp: bool = False) -> list[str]:
+#: CPUs for the server under test (and the job it runs: children inherit) and for the load
+#: clients; ``None``: anywhere. ``python -m benchmarks --pin`` sets ``{0}`` and ``{1}``.
+SERVER_CPUS: set[int] | None = None
+CLIENT_CPUS: set[int] | None = None
+
+
+def _pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that keeps the child (and its children) on ``cpus``."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def firehose(
+    lines: int, *, rate: float = 0, stamp: bool = False, flush: str = "batch"
+) -> list[str]:
     command = ["python3", FIREHOSE, str(lines)]
     if rate:
         command += ["--rate", str(rate)]
     if stamp:
         command.append("--stamp")
+    if flush != "batch":
+        command += ["--flush", flush]
     return command
 
 
@@ -83,7 +100,11 @@ class Server:
 
 def _start(kind: str, argv: list[str], pattern: re.Pattern[str]) -> tuple[Server, re.Match[str]]:
     process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=_pinned(SERVER_CPUS),
     )
     assert process.stderr is not None
     first = process.stderr.readline().decode()
@@ -200,6 +221,7 @@ def start_clients(
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 cwd=ROOT,
+                preexec_fn=_pinned(CLIENT_CPUS),
             )
         )
     return Clients(started)

@@ -120,11 +120,12 @@ def firehose_alone(lines: int) -> Figures:
     return {"lines_per_s": lines / (time.perf_counter() - started), "load": load}
 
 
-def fanout(kind: str, clients: int, rate: float, lines: int) -> Figures:
-    """``clients`` streams on one job printing ``lines`` stamped lines at ``rate`` (0: max)."""
+def fanout(kind: str, clients: int, rate: float, lines: int, flush: str = "batch") -> Figures:
+    """``clients`` streams on one job printing ``lines`` stamped lines at ``rate`` (0: max);
+    ``flush="line"``: one write per line (a line-buffered build) instead of a batch per tick."""
     with h.temporary_directory() as tmp:
         fifo = h.make_fifo(Path(tmp))
-        command = h.gated(fifo, h.firehose(lines, rate=rate, stamp=True))
+        command = h.gated(fifo, h.firehose(lines, rate=rate, stamp=True, flush=flush))
         server = h.start_server(kind, Path(tmp) / "data", command)
         processes = 2 if clients >= 500 else 1
         load = _load()

@@ -9,13 +9,14 @@ and costs one chunk. A client that stops reading costs one chunk too, but it wou
 task, its socket and its ``--max-streams`` slot forever: hypercorn's trio worker writes in a
 cancel-shielded scope, so no timeout around ``send`` can free it.
 
-``WriteDeadline`` (ASGI middleware, outermost) records when each ``send`` starts. One watchdog
-task looks at the oldest unfinished send: sends start in time order and all get the same
-deadline, so a FIFO is enough, and the watchdog sleeps until exactly the next deadline. A send
-still unfinished at its deadline (``write_timeout_s``) means a stuck client: the watchdog
-finds that connection's socket by its two addresses and aborts it (``SO_LINGER`` 0, then
-``shutdown``). The blocked write then fails, hypercorn closes the connection, the app sees a
-disconnect and the stream's slot is free. The client resumes from disk when it comes back.
+``WriteDeadline`` (ASGI middleware, outermost) notes on each connection when its pending
+``send`` started. One watchdog task sleeps until the oldest pending send's deadline
+(``write_timeout_s`` after it started: sends start in time order and share the timeout, so
+that is the next to expire), then walks the open connections once. A send still unfinished at
+its deadline means a stuck client: the watchdog finds that connection's socket by its two
+addresses and aborts it (``SO_LINGER`` 0, then ``shutdown``). The blocked write then fails,
+hypercorn closes the connection, the app sees a disconnect and the stream's slot is free. The
+client resumes from disk when it comes back.
 
 When the server stops, pending sends get ``SHUTDOWN_GRACE_S`` more and are aborted after it,
 so a stuck client cannot hold a shutdown; the watchdog is shielded for that bounded time.
@@ -29,11 +30,11 @@ listening socket, inherited by every accepted one) closes the connection after t
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import stat
 import struct
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -72,41 +73,54 @@ def tune_listener(sock: socket.socket, write_timeout_s: float) -> None:
 
 
 @dataclass(eq=False, slots=True)
-class _Write:
-    started: float
+class _Connection:
+    """One HTTP request's connection, as the watchdog sees it."""
+
     local: Address | None
     peer: Address | None
-    done: bool = False
+    #: When the pending ``send`` started (``None``: none is pending).
+    sending_since: float | None = None
 
 
 class WriteDeadline:
-    """ASGI middleware: a connection whose write is pending ``write_timeout_s`` is aborted."""
+    """ASGI middleware: a connection whose write is pending ``write_timeout_s`` is aborted.
+
+    A send costs two attribute stores and a clock read: nothing is allocated per write (a
+    record per send, kept until the watchdog's next wake-up, once held tens of thousands of
+    objects that every full garbage collection walked).
+    """
 
     def __init__(self, app: ASGIApp, write_timeout_s: float, stop: trio.Event) -> None:
         self.app = app
         self.write_timeout_s = write_timeout_s
         self.stop = stop
         self.aborted = 0
-        self._pending: deque[_Write] = deque()
-        self._added = trio.Event()
+        self._connections: set[_Connection] = set()
+        #: The watchdog waits for a first send (no send was pending when it last looked).
+        self._idle = False
+        self._send_started = trio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        local = _address(scope.get("server"))
-        peer = _address(scope.get("client"))
+        connection = _Connection(_address(scope.get("server")), _address(scope.get("client")))
 
         async def send_with_deadline(message: Message) -> None:
-            write = _Write(trio.current_time(), local, peer)
-            self._pending.append(write)
-            self._added.set()
+            connection.sending_since = trio.current_time()
+            if self._idle:
+                self._idle = False
+                self._send_started.set()
             try:
                 await send(message)
             finally:
-                write.done = True
+                connection.sending_since = None
 
-        await self.app(scope, receive, send_with_deadline)
+        self._connections.add(connection)
+        try:
+            await self.app(scope, receive, send_with_deadline)
+        finally:
+            self._connections.discard(connection)
 
     async def run_watchdog(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -123,43 +137,51 @@ class WriteDeadline:
                 await self._watch(final=True)
 
     async def _watch(self, *, final: bool) -> None:
+        """Sleep until the oldest pending send's deadline, then cut what is overdue.
+
+        Sends start in time order and all get the same deadline, so the next one to expire
+        is the oldest pending; finding it walks the open connections once per wake-up (about
+        once per ``write_timeout_s`` while writes keep finishing in time).
+        """
         stop_at = trio.current_time() + SHUTDOWN_GRACE_S if final else None
         while True:
-            while self._pending and self._pending[0].done:
-                self._pending.popleft()
             if stop_at is None and self.stop.is_set():
                 stop_at = trio.current_time() + SHUTDOWN_GRACE_S
-            if not self._pending:
+            now = trio.current_time()
+            overdue: list[_Connection] = []
+            next_deadline = math.inf
+            for connection in self._connections:
+                since = connection.sending_since
+                if since is None:
+                    continue
+                deadline = since + self.write_timeout_s
+                if stop_at is not None:
+                    deadline = min(deadline, stop_at)
+                if deadline <= now:
+                    overdue.append(connection)
+                else:
+                    next_deadline = min(next_deadline, deadline)
+            if overdue:
+                self.aborted += abort_connections((c.local, c.peer) for c in overdue)
+                for connection in overdue:
+                    connection.sending_since = None  # cut: its send fails, or is gone
+                await trio.lowlevel.checkpoint()
+                continue
+            if next_deadline == math.inf:
                 if final:
                     return
-                self._added = trio.Event()
+                self._send_started = trio.Event()
+                self._idle = True
                 if stop_at is None:
-                    await wait_any(self._added.wait, self.stop.wait)
+                    await wait_any(self._send_started.wait, self.stop.wait)
                 else:
-                    await self._added.wait()
+                    await self._send_started.wait()
                 continue
-            deadline = self._pending[0].started + self.write_timeout_s
-            if stop_at is not None:
-                deadline = min(deadline, stop_at)
-            if trio.current_time() < deadline:
-                if stop_at is None:
-                    with trio.move_on_at(deadline):
-                        await self.stop.wait()
-                else:
-                    await trio.sleep_until(deadline)
-                continue
-            now = trio.current_time()
-            expired = []
-            while self._pending and (
-                self._pending[0].done
-                or self._pending[0].started + self.write_timeout_s <= now
-                or (stop_at is not None and stop_at <= now)
-            ):
-                write = self._pending.popleft()
-                if not write.done:
-                    expired.append(write)
-            self.aborted += abort_connections((w.local, w.peer) for w in expired)
-            await trio.lowlevel.checkpoint()
+            if stop_at is None:
+                with trio.move_on_at(next_deadline):
+                    await self.stop.wait()
+            else:
+                await trio.sleep_until(next_deadline)
 
 
 def _address(value: Any) -> Address | None:
