@@ -294,6 +294,7 @@ async def serve(
         supervisor = JobSupervisor(catalog)
         tasks = TaskRunner(supervisor, settings, jobs)
         state = AppState(catalog, settings, tasks if serve_tasks else None)
+        nursery.start_soon(state.run_keepalive)
         stop = trio.Event()
         app = create_app(state)
         remote_jobs = None

@@ -32,6 +32,7 @@ from logstream.errors import StorageError
 from logstream.problemlog import Found, ProblemList
 from logstream.problems import Detector, Problem
 from logstream.ring import DEFAULT_RING_LINES, Block, Ring
+from logstream.wakeups import Changes
 
 FLUSH_BYTES = 8 << 20
 MAX_PENDING_BYTES = 32 << 20  # beyond this the runner stops reading until the disk catches up
@@ -43,6 +44,8 @@ __all__ = ["Cursor", "JobLog", "LiveLog", "Read"]
 
 class LiveLog:
     """The log of a job this process writes (``JobLog`` for its readers)."""
+
+    interruptible_wait = True
 
     def __init__(
         self,
@@ -65,7 +68,7 @@ class LiveLog:
         self.write_error: Exception | None = None
         self._pending: list[Block] = []
         self._pending_bytes = 0
-        self._changed = trio.Event()
+        self.changes = Changes()
         self._queued = trio.Event()
         self._closed = trio.Event()
         self._persisted = trio.Event()
@@ -146,8 +149,7 @@ class LiveLog:
         self._pending.append(block)
         self._pending_bytes += len(block.payload)
         self._queued.set()
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.notify()
 
     def release(self) -> None:
         """Give the job up without an end: the writer task stores what is queued, then
@@ -155,7 +157,7 @@ class LiveLog:
         resumes it, as a remote runner's next upload does)."""
         self._released = True
         self._queued.set()
-        self._changed.set()
+        self.changes.notify()
 
     def finish(self, status: str, exit_code: int | None) -> None:
         """The job ended: no more lines. The writer task records the end and stops."""
@@ -163,7 +165,7 @@ class LiveLog:
         self._job = self._job.ending(status, exit_code)
         self._ended = True
         self._queued.set()
-        self._changed.set()
+        self.changes.notify()
 
     def _found(self, problems: list[Problem], block_last: int) -> None:
         if problems:
@@ -206,7 +208,7 @@ class LiveLog:
                 # Let a batch build up: one write per interval, not one per read.
                 with trio.move_on_after(self._writer.batch_interval_s):
                     while not self._stopping and self._pending_bytes < FLUSH_BYTES:
-                        await self._changed.wait()
+                        await self.changes.wait()
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
             await self._write_problems()
@@ -270,7 +272,7 @@ class LiveLog:
     async def wait_beyond(self, seq: int) -> None:
         if self.ring.last > seq or self._stopping:
             return
-        await self._changed.wait()
+        await self.changes.wait()
 
     @property
     def _stopping(self) -> bool:

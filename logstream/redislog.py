@@ -34,6 +34,7 @@ from logstream.problemlog import ProblemList, decode_records
 from logstream.redisformat import End, chunk_after
 from logstream.redisstore import FOLLOW_BLOCK_MS, RANGE_COUNT, RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block, Chunk, Ring
+from logstream.wakeups import Changes
 
 #: A follower with no waiting client for this long stops (the next client starts another).
 IDLE_S = 30.0
@@ -51,6 +52,8 @@ def job_from_fields(fields: dict[str, Any], lease_alive: bool) -> Job:
 class RedisLog:
     """One job in Redis, as this node serves it (``JobLog``)."""
 
+    interruptible_wait = True
+
     def __init__(
         self,
         store: RedisStore,
@@ -65,7 +68,7 @@ class RedisLog:
         self.ring_lines = ring_lines
         self.ring: Ring | None = None
         self.following = False
-        self._changed = trio.Event()
+        self.changes = Changes()
         self._unavailable: RedisUnavailable | None = None
         self.last_wait = -math.inf
         self._entry_bytes = 64 * 1024
@@ -139,7 +142,7 @@ class RedisLog:
         self.last_wait = trio.current_time()
         if not self.following:
             self._start_follower(self)
-        await self._changed.wait()
+        await self.changes.wait()
 
     async def follow(self) -> None:
         """The follower: feed the ring from one blocking read until idle or ended."""
@@ -192,8 +195,7 @@ class RedisLog:
         self._last = max(self._last, job.lines)
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.notify()
 
 
 class RedisJobs:

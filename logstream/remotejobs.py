@@ -39,6 +39,7 @@ from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, Remo
 from logstream.joblog import LiveLog
 from logstream.problemlog import ProblemList
 from logstream.ring import DEFAULT_RING_LINES, Block
+from logstream.wakeups import Changes
 
 RESTORE_NEWEST_JOBS = 500
 WATCH_INTERVAL_S = 1.0
@@ -52,6 +53,8 @@ def token_owner(token: bytes | None) -> str:
 class RemoteLog:
     """One remote job as viewers see it: live while its runner uploads, stored otherwise."""
 
+    interruptible_wait = True
+
     def __init__(self, stored: JobLog | None, seen_at: float) -> None:
         self.live: LiveLog | None = None
         self.stored = stored
@@ -60,7 +63,7 @@ class RemoteLog:
         #: Quiet for longer than the runner timeout.
         self.overdue = False
         self.lock = trio.Lock()
-        self._changed = trio.Event()
+        self.changes = Changes()
 
     @property
     def job(self) -> Job:
@@ -105,11 +108,10 @@ class RemoteLog:
         if self.live is not None:
             await self.live.wait_beyond(seq)
         elif self.last <= seq and not self.job.ended:
-            await self._changed.wait()
+            await self.changes.wait()
 
     def changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.notify()
 
 
 class RemoteJobs:

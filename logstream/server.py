@@ -162,7 +162,7 @@ class Guard:
             # Answered before the Host or token check, and the same for every path.
             await _refuse_websocket(send, kind)
             return
-        send = _with_security_headers(_shield_final_send(send))
+        send = _guarded_send(send)
         if scope["path"] in OPEN_PATHS:
             # A health check names no job and shows no line: any Host, no token (a load
             # balancer probes an address of its own).
@@ -268,10 +268,22 @@ def _set_cookie(send: Send, name: bytes, value: bytes, *, secure: bool) -> Send:
     return send_with_cookie
 
 
-def _with_security_headers(send: Send) -> Send:
-    """Add the security headers a response does not set itself (the framework's errors too)."""
+def _guarded_send(send: Send) -> Send:
+    """``send`` that adds the security headers a response does not set itself (the
+    framework's errors too) and shields the final body send (see the module's docstring).
 
-    async def send_with_headers(message: Message) -> None:
+    One wrapper, and a body that is not the last goes straight through: every write of an
+    event stream passes here.
+    """
+
+    async def guarded(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                await send(message)
+                return
+            with trio.CancelScope(shield=True):
+                await send(message)
+            return
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", []))
             present = {name.lower() for name, _ in headers}
@@ -279,18 +291,7 @@ def _with_security_headers(send: Send) -> Send:
             message["headers"] = headers
         await send(message)
 
-    return send_with_headers
-
-
-def _shield_final_send(send: Send) -> Send:
-    async def shielded(message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            with trio.CancelScope(shield=True):
-                await send(message)
-        else:
-            await send(message)
-
-    return shielded
+    return guarded
 
 
 async def _refuse_websocket(send: Send, kind: str) -> None:

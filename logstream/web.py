@@ -47,6 +47,7 @@ from logstream.eventstream import EventStream
 from logstream.hosts import HostPolicy
 from logstream.metrics import Metrics
 from logstream.taskrunner import TaskRunner
+from logstream.wakeups import interrupt
 
 STATIC = Path(__file__).parent / "static"
 STREAM_HEADERS = {
@@ -238,11 +239,18 @@ class AppState:
         self.job_list_streams = 0
         self.shutting_down = trio.Event()
         self._streams_changed = trio.Event()
-        #: The keep-alive scopes of event streams waiting for lines.
+        #: The keep-alive scopes of streams waiting in a scope (job lists, polled logs).
         self._waiting: set[trio.CancelScope] = set()
+        #: The tasks of event streams parked in their log, and since when (``wakeups``).
+        self._parked: dict[trio.lowlevel.Task, float] = {}
         self.search_limiter = trio.CapacityLimiter(MAX_SEARCHES)
         self.searches_waiting = 0
         self.job_list = JobListWatch(catalog)
+
+    @property
+    def waiting_streams(self) -> int:
+        """Event streams waiting for something to send now."""
+        return len(self._parked) + len(self._waiting)
 
     def refuse_stream(self) -> Response | None:
         """With ``max_streams`` streams open: the answer that says "come back later"."""
@@ -283,6 +291,8 @@ class AppState:
         self.shutting_down.set()
         for waiting in list(self._waiting):
             waiting.cancel()
+        for task in list(self._parked):
+            interrupt(task)
 
     async def wait_streams_below(self, count: int, *, job_lists: bool = False) -> None:
         """Until fewer than ``count`` job-log streams (``job_lists``: of any stream) are open."""
@@ -295,11 +305,53 @@ class AppState:
     async def stream_events(
         self, log: JobLog, after: int, slot: StreamSlot | None = None
     ) -> AsyncIterator[bytes]:
+        """One client's event stream: the loop of the module's theory of operation.
+
+        One generator, no layers: under load every write to a client passes through here,
+        and each generator level, cancel scope or task per wait costs microseconds that many
+        clients times many lines a second turn into latency (issue 13). A wait parks the task
+        in the log (``wakeups``); the keep-alive ticker and ``shut_down`` interrupt it.
+        """
         slot = slot or StreamSlot(self)
+        metrics, settings = self.metrics, self.settings
+        stream = EventStream(after, settings.retry_ms)
+        parked = self._parked
+        task = trio.lowlevel.current_task()
         try:
-            async for data in self._events(log, after):
-                self.metrics.bytes_sent += len(data)
-                yield data
+            while not self.shutting_down.is_set():
+                read = await log.read_after(stream.cursor, settings.stream_chunk_bytes)
+                if stream.problems_due() and (news := stream.problems(await log.read_problems())):
+                    metrics.bytes_sent += len(news)
+                    yield news  # the problems that the lines sent so far completed
+                if read.chunk.payload:
+                    data = stream.chunk(read)
+                    metrics.bytes_sent += len(data)
+                    yield data
+                    continue
+                if (opening := stream.opening()) is not None:
+                    metrics.bytes_sent += len(opening)
+                    yield opening
+                # Everything the log has is sent: only now may the end follow.
+                if (end := stream.end(log.job, log.last)) is not None:
+                    problems = await log.read_problems()
+                    data = stream.problems(problems, all_of_them=True) + end
+                    metrics.bytes_sent += len(data)
+                    yield data
+                    return
+                if self.shutting_down.is_set():
+                    return
+                if log.interruptible_wait and not stream.line_pending(log.last):
+                    waited_since = parked[task] = trio.current_time()
+                    try:
+                        await log.wait_beyond(stream.cursor.seq)
+                    finally:
+                        del parked[task]
+                    keepalive_due = trio.current_time() - waited_since >= settings.keepalive_s
+                else:
+                    keepalive_due = await self._wait_in_scope(log, stream)
+                if keepalive_due and not self.shutting_down.is_set():
+                    metrics.bytes_sent += len(sse.KEEPALIVE)
+                    yield sse.KEEPALIVE
         except Unavailable:
             # The backend is unreachable: end the stream without an end event, so the client
             # resumes later, or on another node, exactly where it was.
@@ -313,36 +365,32 @@ class AppState:
         self._streams_changed.set()
         self._streams_changed = trio.Event()
 
-    async def _events(self, log: JobLog, after: int) -> AsyncIterator[bytes]:
-        stream = EventStream(after, self.settings.retry_ms)
+    async def _wait_in_scope(self, log: JobLog, stream: EventStream) -> bool:
+        """Wait for a log that cannot be interrupted (one polling the disk), or shortly for a
+        line whose record is not whole yet; whether the keep-alive time passed instead."""
+        with trio.move_on_after(self.settings.keepalive_s) as waited:
+            self._waiting.add(waited)
+            try:
+                if stream.line_pending(log.last):
+                    await trio.sleep(0.05)
+                else:
+                    await log.wait_beyond(stream.cursor.seq)
+            finally:
+                self._waiting.discard(waited)
+        return waited.cancelled_caught
+
+    async def run_keepalive(self) -> None:
+        """Wake the streams that have waited ``keepalive_s`` for a line, so each sends a
+        keep-alive comment (within a quarter of ``keepalive_s`` of it being due), until
+        shutdown. One task for every stream instead of a timer per wait."""
+        keepalive_s = self.settings.keepalive_s
         while not self.shutting_down.is_set():
-            read = await log.read_after(stream.cursor, self.settings.stream_chunk_bytes)
-            if stream.problems_due() and (news := stream.problems(await log.read_problems())):
-                yield news  # the problems that the lines sent so far completed
-            if read.chunk.payload:
-                yield stream.chunk(read)
-                continue
-            if (opening := stream.opening()) is not None:
-                yield opening
-            # Everything the log has is sent: only now may the end follow.
-            if (end := stream.end(log.job, log.last)) is not None:
-                yield stream.problems(await log.read_problems(), all_of_them=True) + end
-                return
-            # No task per wait (a nursery here cost more than the send itself under load):
-            # shut_down() cancels the scopes of waiting streams directly.
-            with trio.move_on_after(self.settings.keepalive_s) as waited:
-                self._waiting.add(waited)
-                if self.shutting_down.is_set():
-                    waited.cancel()  # shut_down() ran during the read above: do not wait
-                try:
-                    if stream.line_pending(log.last):
-                        await trio.sleep(0.05)
-                    else:
-                        await log.wait_beyond(stream.cursor.seq)
-                finally:
-                    self._waiting.discard(waited)
-            if waited.cancelled_caught and not self.shutting_down.is_set():
-                yield sse.KEEPALIVE
+            with trio.move_on_after(keepalive_s / 4):
+                await self.shutting_down.wait()
+            due = trio.current_time() - keepalive_s
+            for task, since in list(self._parked.items()):
+                if since <= due:
+                    interrupt(task)
 
     async def stream_job_list(self, slot: StreamSlot | None = None) -> AsyncIterator[bytes]:
         """The job list, then an event per job that changed: one shared watch feeds them all."""
@@ -599,7 +647,7 @@ async def _page_of_lines(log: JobLog, after: int, limit: int) -> dict[str, objec
             break
         if first is None:
             first = read.first
-            # As in ``_events``: a chunk that starts with its own mark needs no other.
+            # As in ``stream_events``: a chunk that starts with its own mark needs no other.
             if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
                 times.append((read.first, chunk.time_ms))
         for line in logformat.iter_lines(chunk.payload):

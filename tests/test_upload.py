@@ -72,6 +72,8 @@ def test_backoff_grows_with_jitter_up_to_its_cap_and_resets() -> None:
 class MemoryLog:
     """A job's log in memory, as the uploader reads it (the runner's LiveLog in production)."""
 
+    interruptible_wait = False
+
     def __init__(self) -> None:
         self.ring = Ring(max_lines=10**9)
         self._job = Job(id="j", name="j", command=["j"])

@@ -477,7 +477,7 @@ async def test_shutdown_ends_a_waiting_stream_without_an_end_event(settings: Set
             nursery.start_soon(follow)
             with trio.fail_after(DEADLINE_S):
                 # Nothing signals "a stream is waiting": poll until it sent "one" and waits.
-                while not server.state._waiting:  # noqa: ASYNC110
+                while not server.state.waiting_streams:  # noqa: ASYNC110
                     await trio.sleep(0.01)
             server.state.shut_down()
         assert [e.data for e in got if e.id] == ["one"]

@@ -275,6 +275,9 @@ class FileLog:
     that arrive meanwhile share the next read.
     """
 
+    #: Waits poll the disk (``trio.sleep``): end them with a cancel scope.
+    interruptible_wait = False
+
     def __init__(self, data_dir: DataDir, job: Job) -> None:
         """No I/O here: ``open`` reads the job's state in a worker thread."""
         self._data_dir = data_dir

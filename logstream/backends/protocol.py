@@ -73,6 +73,10 @@ class Read:
 class JobLog(Protocol):
     """A job's log as readers see it, whichever backend stores it."""
 
+    #: ``wait_beyond`` parks in a ``wakeups.Changes``, so ``wakeups.interrupt`` can end the
+    #: wait early (keep-alive, shutdown) without a cancel scope around every wait.
+    interruptible_wait: bool
+
     @property
     def job(self) -> Job:
         """The job as of the last ``refresh`` (``lines`` equals ``last``)."""
