@@ -13,6 +13,13 @@ Requests of one job are serialised by a per-job lock; each answer says the last 
 ``LiveLog.append_block`` ignores the lines it has and refuses a block that would leave a hole
 (``ingest.Conflict`` with the last line), so the runner resumes exactly where the server is.
 
+One writer at a time: with a shared backend (``serve --redis``) the node that has the job live
+holds its lease, and another node receiving the runner's requests answers 503
+(``WriterElsewhere``) until that lease is gone: the runner backs off and retries. A load balancer
+should therefore send one job's ingest requests to one node (docs/scaling.md, by the job ID);
+when that node dies, its lease expires after ``--lease-s`` and the next node takes the job over
+from what Redis has.
+
 Liveness: every request of the runner (an idle runner repeats its job creation as a heartbeat)
 marks it seen. A job not seen for ``runner_timeout_s`` is released: its queued blocks are
 stored and the backend's writer given up, so it shows as ``interrupted`` (its viewers get the

@@ -32,7 +32,7 @@ import trio
 
 from logstream import sse, store
 from logstream.backends.protocol import Cursor, Job, JobLog, Read
-from logstream.errors import Conflict, StorageError, UnknownJob
+from logstream.errors import Conflict, StorageError, UnknownJob, WriterElsewhere
 from logstream.job import utc_now
 from logstream.problemlog import Found, ProblemList
 from logstream.ring import Block, blocks_after
@@ -119,7 +119,9 @@ class DataDirBackend:
             try:
                 lock_fd = store.hold_run_lock(path)
             except BlockingIOError:
-                raise Conflict(f"job {job_id} is being written by another process") from None
+                raise WriterElsewhere(
+                    f"job {job_id} is being written by another process"
+                ) from None
             try:
                 job = self.data.read_job(job_id)  # as it is now that nobody else writes it
                 if job.status not in ("running", "interrupted"):

@@ -179,8 +179,9 @@ class Backend(Protocol):
 
     async def resume_job(self, job_id: str) -> JobWriter:
         """Become the writer of an existing running job again (a remote runner's uploads
-        after this server restarted). Raises ``UnknownJob``, or ``Conflict`` when the job
-        has ended or another writer holds it."""
+        after this server restarted, or on another node). Raises ``UnknownJob``, ``Conflict``
+        when the job has ended, ``WriterElsewhere`` (a 503: try again shortly) while another
+        writer holds it."""
         ...
 
     async def open_log(self, job_id: str) -> JobLog:

@@ -33,7 +33,14 @@ from typing import Any
 import trio
 
 from logstream.backends.protocol import Job
-from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
+from logstream.errors import (
+    BadRequest,
+    Conflict,
+    JobExists,
+    StorageError,
+    UnknownJob,
+    WriterElsewhere,
+)
 from logstream.job import utc_now
 from logstream.problemlog import Found
 from logstream.redislog import RedisJobs, RedisLog, job_from_fields
@@ -140,7 +147,8 @@ class RedisBackend:
         if fields["status"] != "running":
             raise Conflict(f"job {job_id} has already ended ({fields['status']})")
         if not await self.store.take_lease(job_id, self.node, self._lease_ms):
-            raise Conflict(f"job {job_id} is being written by another node")
+            # Alive, or dead (killed) with its lease not yet expired: the runner retries.
+            raise WriterElsewhere(f"job {job_id} is being written by another node")
         self._leases.add(job_id)
         job = job_from_fields(fields, lease_alive=True)
         problems = await self.store.problem_count(job_id)
