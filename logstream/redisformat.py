@@ -20,7 +20,11 @@ Cluster all of them live in one slot and the functions below, which touch severa
 ``logstream:{ID}:problems`` list: one JSON record per problem found in the lines
                          (``problemlog.Found.to_record``), in the order they were found.
 ``logstream:{ID}:lease`` string with a TTL, refreshed by whoever runs the job; gone while the job
-                         says ``running`` means its runner died: the job reads as interrupted.
+                         says ``running`` (and no ``runner`` key) means its runner died: the job
+                         reads as interrupted.
+``logstream:{ID}:runner`` string with a TTL (the runner timeout), set when a remote runner is heard
+                         from: a remote job whose node died reads as running until its runner
+                         has been quiet that long, since the runner resumes it on another node.
 ``logstream:jobs``       sorted set of every job ID (score 0, ordered by ID: IDs start with
                          their creation time), the job list.
 ``logstream:changes``    capped stream: one entry per job created or ended, so every node's one
@@ -173,9 +177,18 @@ def lease_key(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:lease"
 
 
+def runner_key(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:runner"
+
+
+def alive_keys(job_id: str) -> list[str]:
+    """The keys that say someone still writes the job (any one of them)."""
+    return [lease_key(job_id), runner_key(job_id)]
+
+
 def job_keys(job_id: str) -> list[str]:
     """Every key of one job (for removal)."""
-    return [job_key(job_id), log_key(job_id), problems_key(job_id), lease_key(job_id)]
+    return [job_key(job_id), log_key(job_id), problems_key(job_id), *alive_keys(job_id)]
 
 
 def job_id_of(key: str) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 
@@ -66,6 +67,8 @@ class RemoteLog:
         self.seen_at = seen_at
         #: Quiet for longer than the runner timeout.
         self.overdue = False
+        #: trio time this process last told the backend it heard from the runner.
+        self.announced_at = -math.inf
         self.lock = trio.Lock()
         self._changed = trio.Event()
 
@@ -251,7 +254,11 @@ class RemoteJobs:
     async def _activate(self, remote: RemoteLog, job_id: str) -> LiveLog:
         """The job's live log, resumed from the backend if it is not live; the runner counts
         as seen. Hold ``remote.lock``."""
-        remote.seen_at = trio.current_time()
+        remote.seen_at = now = trio.current_time()
+        if now - remote.announced_at >= self.runner_timeout_s / 8:
+            # Other nodes: the runner lives, even if this node dies before it is heard again.
+            remote.announced_at = now
+            await self.backend.runner_seen(job_id, self.runner_timeout_s)
         if remote.live is not None:
             return remote.live
         try:

@@ -162,6 +162,9 @@ class DataDirBackend:
         path = self.data.job_path(job_id)
         return await trio.to_thread.run_sync(store.runner_alive, path)
 
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        return None  # one server: ``RemoteJobs`` knows when it last heard from the runner
+
     async def changed_at(self, job_id: str) -> float:
         path = self.data.job_path(job_id)
         return await trio.to_thread.run_sync(store.changed_at, path)

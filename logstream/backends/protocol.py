@@ -204,6 +204,12 @@ class Backend(Protocol):
         """Whether a running job's writer is still there."""
         ...
 
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        """A remote runner was heard from (best effort): on a backend shared by nodes, its job
+        reads as running for ``for_s`` even when the node writing it dies meanwhile, since
+        the runner resumes it on another node. A single server keeps this in memory."""
+        ...
+
     async def changed_at(self, job_id: str) -> float:
         """Unix time of the job's last stored change (lines, state): how long a remote
         runner has been quiet, when this server cannot have heard from it (a restart)."""

@@ -21,6 +21,7 @@ Health: one task pings Redis every ``HEALTH_INTERVAL_S``; ``healthy`` is what it
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -167,6 +168,10 @@ class RedisBackend:
 
     async def runner_alive(self, job_id: str) -> bool:
         return await self.store.lease_alive(job_id)
+
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        with contextlib.suppress(RedisUnavailable):  # the writer's own retries notice it
+            await self.store.runner_seen(job_id, int(for_s * 1000))
 
     async def changed_at(self, job_id: str) -> float:
         if not JOB_ID.fullmatch(job_id):
