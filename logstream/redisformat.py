@@ -109,9 +109,12 @@ local function finish(keys, args)
   return have
 end
 
--- KEYS: job hash. ARGV: the spec JSON. Creates the job unless it exists; 1 when created.
+-- KEYS: job hash, optionally its lease. ARGV: the spec JSON, then the lease's holder and TTL
+-- (ms). Creates the job unless it exists; 1 when created. The lease is taken in the same step:
+-- no node can read the new job without one (it would read as interrupted, and end streams).
 local function create(keys, args)
   if redis.call('EXISTS', keys[1]) == 1 then return 0 end
+  if keys[2] then redis.call('SET', keys[2], args[2], 'PX', args[3]) end
   redis.call('HSET', keys[1], 'spec', args[1], 'lines', 0, 'status', 'running',
              'exit_code', '', 'finished_at', '', 'changed_ms', now_ms())
   return 1

@@ -107,16 +107,16 @@ class RedisStore:
     ) -> bool:
         """Create the job unless it exists; True when this call created it.
 
-        ``lease``: ``(holder, ttl_ms)``, taken right after creation, before the job is listed,
-        so no node ever lists it as interrupted.
+        ``lease``: ``(holder, ttl_ms)``, taken with the creation (atomically), so no node ever
+        reads the job as interrupted.
         """
+        keys, args = [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
+        if lease is not None:
+            keys.append(redisformat.lease_key(job_id))
+            args += [lease[0], str(lease[1])]
         with self._mapped_errors():
-            created = await self._fcall(
-                "logstream_create", [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
-            )
+            created = await self._fcall("logstream_create", keys, args)
             if created:
-                if lease is not None:
-                    await self.set_lease(job_id, *lease)
                 await self.client.zadd(redisformat.JOBS_KEY, {job_id: 0})
                 await self._announce(job_id)
         return bool(created)
