@@ -19,8 +19,14 @@ import httpx
 import trio
 
 from logstream import redisformat
-from tests.nginx import documented_block, free_port, needs_nginx, replace_all, running_nginx
-from tests.nginx import without_tls
+from tests.nginx import (
+    documented_block,
+    free_port,
+    needs_nginx,
+    replace_all,
+    running_nginx,
+    without_tls,
+)
 from tests.processes import Logstream, start_runner
 from tests.redis_server import RedisServer, redis_server
 from tests.sse_client import ResumingClient
@@ -154,12 +160,14 @@ async def test_a_runner_whose_node_is_killed_uploads_through_another_node_and_lo
                 await viewer.wait_for_lines(1000)
                 # The node nginx sends this job's uploads to holds the job's lease.
                 pids = [node.pid for node, _url in nodes]
-                writer = pids.index(await lease_holder_pid(redis_server, job_id))
+                holder = await lease_holder_pid(redis_server, job_id)
+                assert holder is not None
+                writer = pids.index(holder)
                 go.touch()
                 await viewer.wait_for_lines(1200)  # uploads are flowing: kill mid-stream
                 nodes[writer][0].signal(signal.SIGKILL)
                 # Another node takes the job over once the dead node's lease has expired.
-                while await lease_holder_pid(redis_server, job_id) in (None, pids[writer]):
+                while await lease_holder_pid(redis_server, job_id) in (None, pids[writer]):  # noqa: ASYNC110
                     await trio.sleep(0.05)  # polled: Redis tells nobody
                 finish.touch()
                 assert await running.wait_exit() == 0  # the command's status, unaffected

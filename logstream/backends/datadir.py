@@ -119,9 +119,7 @@ class DataDirBackend:
             try:
                 lock_fd = store.hold_run_lock(path)
             except BlockingIOError:
-                raise WriterElsewhere(
-                    f"job {job_id} is being written by another process"
-                ) from None
+                raise WriterElsewhere(f"job {job_id} is being written by another process") from None
             try:
                 job = self.data.read_job(job_id)  # as it is now that nobody else writes it
                 if job.status not in ("running", "interrupted"):
