@@ -70,5 +70,10 @@ class Busy(Unavailable):
     """Too many requests of this kind at once: come back later."""
 
 
+class WriterElsewhere(Unavailable):
+    """Another writer holds the job (a node's lease or a process's lock not yet gone): its
+    runner tries again shortly, and gets it once that writer lets go or its lease expires."""
+
+
 class StorageError(Unavailable):
     """The backend failed to store or read something (disk full, connection lost, ...)."""

@@ -26,6 +26,8 @@ from logstream.store import JOB_ID
 PREFIX = "/api/ingest/jobs/"
 _ROUTE = re.compile(r"/api/ingest/jobs/([^/]+)(/lines|/end)?")
 PARSE_INLINE_BYTES = 64 * 1024  # larger bodies are checked in a worker thread
+#: ``Retry-After`` of a 503 (runners back off on their own: for other clients).
+RETRY_AFTER_S = b"1"
 
 
 class IngestRoutes:
@@ -39,6 +41,7 @@ class IngestRoutes:
         if scope["type"] != "http" or not scope["path"].startswith("/api/ingest/"):
             await self.app(scope, receive, send)
             return
+        headers = [(b"cache-control", b"no-store")]
         try:
             status, answer = await self._answer(scope, receive)
         except UnknownJob:
@@ -49,7 +52,10 @@ class IngestRoutes:
                 answer.update(last=error.last, ended=error.ended)
             elif isinstance(error, ingest.BodyTooLarge):
                 answer["max_bytes"] = ingest.MAX_BODY_BYTES
-        await send_json(send, status, answer, [(b"cache-control", b"no-store")])
+            if status == 503:
+                # Redis down, or the job's writer is another node whose lease has not gone yet.
+                headers.append((b"retry-after", RETRY_AFTER_S))
+        await send_json(send, status, answer, headers)
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         match = _ROUTE.fullmatch(scope["path"])

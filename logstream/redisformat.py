@@ -20,7 +20,11 @@ Cluster all of them live in one slot and the functions below, which touch severa
 ``logstream:{ID}:problems`` list: one JSON record per problem found in the lines
                          (``problemlog.Found.to_record``), in the order they were found.
 ``logstream:{ID}:lease`` string with a TTL, refreshed by whoever runs the job; gone while the job
-                         says ``running`` means its runner died: the job reads as interrupted.
+                         says ``running`` (and no ``runner`` key) means its runner died: the job
+                         reads as interrupted.
+``logstream:{ID}:runner`` string with a TTL (the runner timeout), set when a remote runner is heard
+                         from: a remote job whose node died reads as running until its runner
+                         has been quiet that long, since the runner resumes it on another node.
 ``logstream:jobs``       sorted set of every job ID (score 0, ordered by ID: IDs start with
                          their creation time), the job list.
 ``logstream:changes``    capped stream: one entry per job created or ended, so every node's one
@@ -105,9 +109,12 @@ local function finish(keys, args)
   return have
 end
 
--- KEYS: job hash. ARGV: the spec JSON. Creates the job unless it exists; 1 when created.
+-- KEYS: job hash, optionally its lease. ARGV: the spec JSON, then the lease's holder and TTL
+-- (ms). Creates the job unless it exists; 1 when created. The lease is taken in the same step:
+-- no node can read the new job without one (it would read as interrupted, and end streams).
 local function create(keys, args)
   if redis.call('EXISTS', keys[1]) == 1 then return 0 end
+  if keys[2] then redis.call('SET', keys[2], args[2], 'PX', args[3]) end
   redis.call('HSET', keys[1], 'spec', args[1], 'lines', 0, 'status', 'running',
              'exit_code', '', 'finished_at', '', 'changed_ms', now_ms())
   return 1
@@ -173,9 +180,18 @@ def lease_key(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:lease"
 
 
+def runner_key(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:runner"
+
+
+def alive_keys(job_id: str) -> list[str]:
+    """The keys that say someone still writes the job (any one of them)."""
+    return [lease_key(job_id), runner_key(job_id)]
+
+
 def job_keys(job_id: str) -> list[str]:
     """Every key of one job (for removal)."""
-    return [job_key(job_id), log_key(job_id), problems_key(job_id), lease_key(job_id)]
+    return [job_key(job_id), log_key(job_id), problems_key(job_id), *alive_keys(job_id)]
 
 
 def job_id_of(key: str) -> str:

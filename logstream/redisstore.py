@@ -107,16 +107,16 @@ class RedisStore:
     ) -> bool:
         """Create the job unless it exists; True when this call created it.
 
-        ``lease``: ``(holder, ttl_ms)``, taken right after creation, before the job is listed,
-        so no node ever lists it as interrupted.
+        ``lease``: ``(holder, ttl_ms)``, taken with the creation (atomically), so no node ever
+        reads the job as interrupted.
         """
+        keys, args = [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
+        if lease is not None:
+            keys.append(redisformat.lease_key(job_id))
+            args += [lease[0], str(lease[1])]
         with self._mapped_errors():
-            created = await self._fcall(
-                "logstream_create", [redisformat.job_key(job_id)], [redisformat.spec_json(fields)]
-            )
+            created = await self._fcall("logstream_create", keys, args)
             if created:
-                if lease is not None:
-                    await self.set_lease(job_id, *lease)
                 await self.client.zadd(redisformat.JOBS_KEY, {job_id: 0})
                 await self._announce(job_id)
         return bool(created)
@@ -201,11 +201,12 @@ class RedisStore:
         return list(found)
 
     async def job_fields(self, job_id: str) -> tuple[dict[str, Any], bool]:
-        """The job's fields (``redisformat.job_fields_from_hash``) and whether its lease lives."""
+        """The job's fields (``redisformat.job_fields_from_hash``) and whether its lease lives
+        (or its remote runner was heard from lately)."""
         with self._mapped_errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 fields = pipe.hgetall(redisformat.job_key(job_id))
-                lease = pipe.exists([redisformat.lease_key(job_id)])
+                lease = pipe.exists(redisformat.alive_keys(job_id))
             found, alive = await fields, await lease
         if not found:
             raise UnknownJob(job_id)
@@ -228,7 +229,7 @@ class RedisStore:
                 replies = [
                     (
                         pipe.hgetall(redisformat.job_key(job_id)),
-                        pipe.exists([redisformat.lease_key(job_id)]),
+                        pipe.exists(redisformat.alive_keys(job_id)),
                     )
                     for job_id in ids
                 ]
@@ -257,8 +258,14 @@ class RedisStore:
             await self.client.delete([redisformat.lease_key(job_id)])
 
     async def lease_alive(self, job_id: str) -> bool:
+        """Whether someone writes the job: its lease, or its remote runner heard from lately."""
         with self._mapped_errors():
-            return bool(await self.client.exists([redisformat.lease_key(job_id)]))
+            return bool(await self.client.exists(redisformat.alive_keys(job_id)))
+
+    async def runner_seen(self, job_id: str, ttl_ms: int) -> None:
+        """The job's remote runner was heard from: it counts as alive for ``ttl_ms``."""
+        with self._mapped_errors():
+            await self.client.set(redisformat.runner_key(job_id), b"1", px=ttl_ms)
 
     async def read_entries(
         self, job_id: str, after: int, count: int = RANGE_COUNT

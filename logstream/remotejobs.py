@@ -13,6 +13,13 @@ Requests of one job are serialised by a per-job lock; each answer says the last 
 ``LiveLog.append_block`` ignores the lines it has and refuses a block that would leave a hole
 (``ingest.Conflict`` with the last line), so the runner resumes exactly where the server is.
 
+One writer at a time: with a shared backend (``serve --redis``) the node that has the job live
+holds its lease, and another node receiving the runner's requests answers 503
+(``WriterElsewhere``) until that lease is gone: the runner backs off and retries. A load balancer
+should therefore send one job's ingest requests to one node (docs/scaling.md, by the job ID);
+when that node dies, its lease expires after ``--lease-s`` and the next node takes the job over
+from what Redis has.
+
 Liveness: every request of the runner (an idle runner repeats its job creation as a heartbeat)
 marks it seen. A job not seen for ``runner_timeout_s`` is released: its queued blocks are
 stored and the backend's writer given up, so it shows as ``interrupted`` (its viewers get the
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import time
 
@@ -62,6 +70,8 @@ class RemoteLog:
         self.seen_at = seen_at
         #: Quiet for longer than the runner timeout.
         self.overdue = False
+        #: trio time this process last told the backend it heard from the runner.
+        self.announced_at = -math.inf
         self.lock = trio.Lock()
         self.changes = Changes()
 
@@ -246,7 +256,11 @@ class RemoteJobs:
     async def _activate(self, remote: RemoteLog, job_id: str) -> LiveLog:
         """The job's live log, resumed from the backend if it is not live; the runner counts
         as seen. Hold ``remote.lock``."""
-        remote.seen_at = trio.current_time()
+        remote.seen_at = now = trio.current_time()
+        if now - remote.announced_at >= self.runner_timeout_s / 8:
+            # Other nodes: the runner lives, even if this node dies before it is heard again.
+            remote.announced_at = now
+            await self.backend.runner_seen(job_id, self.runner_timeout_s)
         if remote.live is not None:
             return remote.live
         try:

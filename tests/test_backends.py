@@ -18,7 +18,14 @@ from logstream import sse
 from logstream.backends.datadir import DataDirBackend
 from logstream.backends.protocol import Backend, Cursor, JobLog
 from logstream.backends.redis import RedisBackend
-from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
+from logstream.errors import (
+    BadRequest,
+    Conflict,
+    JobExists,
+    StorageError,
+    UnknownJob,
+    WriterElsewhere,
+)
 from logstream.problemlog import Found
 from logstream.problems import Problem
 from logstream.ring import Block
@@ -150,9 +157,29 @@ async def test_a_released_job_reads_interrupted_and_can_be_resumed(backend: Back
 
 async def test_a_running_job_cannot_be_resumed_by_a_second_writer(backend: Backend) -> None:
     writer = await backend.create_job("x", ["x"])
-    with pytest.raises(Conflict):
+    # Not a conflict for good: the holder may be dying (a node killed, its lease not expired).
+    with pytest.raises(WriterElsewhere):
         await backend.resume_job(writer.job.id)
     await writer.release()
+
+
+async def test_a_remote_runner_heard_from_keeps_its_job_running_without_a_writer(
+    tmp_path: Path,
+) -> None:
+    # With Redis: the node writing a remote job died (its lease is gone), the runner lives and
+    # will resume the job on another node; meanwhile no node shows it interrupted.
+    async with redis_backend(tmp_path) as backend:
+        writer = await backend.create_job("x", ["x"], owner="fingerprint")
+        await backend.runner_seen(writer.job.id, 0.5)
+        await writer.release()
+        assert (await backend.open_log(writer.job.id)).job.status == "running"
+        assert [job.status for job in await backend.list_jobs()] == ["running"]
+        resumed = await backend.resume_job(writer.job.id)  # the writer is free to take
+        await resumed.release()
+        with trio.fail_after(10):
+            while await backend.runner_alive(writer.job.id):  # noqa: ASYNC110
+                await trio.sleep(0.05)  # Redis expires the key: nothing to wait on
+        assert (await backend.open_log(writer.job.id)).job.status == "interrupted"
 
 
 async def test_a_reader_sees_new_lines_after_refresh_and_wait_beyond(backend: Backend) -> None:

@@ -9,88 +9,33 @@ instance (config, pid, logs and temp files in a temp dir), never as the system's
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 from logstream import api, sse
 from logstream.config import Settings
 
+from .nginx import documented_block, free_port, needs_nginx, replace_all, running_nginx, without_tls
 from .processes import start_runner
 from .sse_client import ResumingClient
 
-ROOT = Path(__file__).resolve().parents[1]
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DEADLINE_S = 60
 READ_TIMEOUT_S = 3
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(NGINX), reason="nginx is not installed (scripts/test.sh installs it)"
-)
+pytestmark = needs_nginx
 
 
 def documented_config(upstream_port: int, listen_port: int) -> str:
-    text = (ROOT / "docs" / "ci.md").read_text()
-    blocks = re.findall(r"```nginx\n(.*?)```", text, re.DOTALL)
-    assert len(blocks) == 1, "docs/ci.md has one nginx configuration"
-    block = blocks[0]
-    for old, new in (
-        ("server 127.0.0.1:8765;", f"server 127.0.0.1:{upstream_port};"),
-        ("listen 443 ssl http2;", f"listen 127.0.0.1:{listen_port};"),
-        ("proxy_read_timeout 1h;", f"proxy_read_timeout {READ_TIMEOUT_S}s;"),
-    ):
-        assert old in block, old
-        block = block.replace(old, new)
-    return "\n".join(line for line in block.splitlines() if "ssl_certificate" not in line)
-
-
-def main_config(tmp: Path, http_block: str) -> str:
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {tmp}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    block = replace_all(
+        documented_block("ci.md"),
+        {
+            "server 127.0.0.1:8765;": f"server 127.0.0.1:{upstream_port};",
+            "proxy_read_timeout 1h;": f"proxy_read_timeout {READ_TIMEOUT_S}s;",
+        },
     )
-    # As root (CI) nginx's workers would switch to "nobody", who cannot enter the temp dir.
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    return (
-        f"{user}worker_processes 1;\n"
-        f"pid {tmp}/nginx.pid;\n"
-        f"error_log {tmp}/error.log warn;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        "    access_log off;\n"
-        f"{temp_paths}\n"
-        f"{http_block}\n"
-        "}\n"
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_listening(port: int, nginx: trio.Process, log: Path) -> None:
-    with trio.fail_after(DEADLINE_S):
-        while True:
-            if nginx.returncode is not None:
-                raise AssertionError(f"nginx exited: {log.read_text()}")  # noqa: ASYNC240
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)  # nginx tells nobody when it listens: try again
-                continue
-            await stream.aclose()
-            return
+    return without_tls(block, listen_port)
 
 
 async def test_the_documented_nginx_config_passes_streams_and_uploads_unbuffered_and_uncut(
@@ -100,24 +45,9 @@ async def test_the_documented_nginx_config_passes_streams_and_uploads_unbuffered
     async with api.serve(settings, end_wait_s=0) as server:
         upstream_port = int(server.url.rsplit(":", 1)[1])
         listen_port = free_port()
-        conf_dir = tmp_path / "nginx"
-        conf_dir.mkdir()
-        conf = conf_dir / "nginx.conf"
-        conf.write_text(main_config(conf_dir, documented_config(upstream_port, listen_port)))
-        nginx = await trio.lowlevel.open_process(
-            [NGINX, "-p", str(conf_dir), "-c", str(conf), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            await wait_listening(listen_port, nginx, conf_dir / "error.log")
-            await through_nginx(nursery, tmp_path, f"http://127.0.0.1:{listen_port}")
-        finally:
-            nginx.send_signal(signal.SIGQUIT)
-            with trio.move_on_after(10):
-                await nginx.wait()
-            if nginx.returncode is None:
-                nginx.kill()
-                await nginx.wait()
+        config = documented_config(upstream_port, listen_port)
+        async with running_nginx(tmp_path / "nginx", config, listen_port) as base:
+            await through_nginx(nursery, tmp_path, base)
 
 
 async def through_nginx(nursery: trio.Nursery, tmp_path: Path, base: str) -> None:

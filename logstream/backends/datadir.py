@@ -32,7 +32,7 @@ import trio
 
 from logstream import sse, store
 from logstream.backends.protocol import Cursor, Job, JobLog, Read
-from logstream.errors import Conflict, StorageError, UnknownJob
+from logstream.errors import Conflict, StorageError, UnknownJob, WriterElsewhere
 from logstream.job import utc_now
 from logstream.problemlog import Found, ProblemList
 from logstream.ring import Block, blocks_after
@@ -119,7 +119,7 @@ class DataDirBackend:
             try:
                 lock_fd = store.hold_run_lock(path)
             except BlockingIOError:
-                raise Conflict(f"job {job_id} is being written by another process") from None
+                raise WriterElsewhere(f"job {job_id} is being written by another process") from None
             try:
                 job = self.data.read_job(job_id)  # as it is now that nobody else writes it
                 if job.status not in ("running", "interrupted"):
@@ -159,6 +159,9 @@ class DataDirBackend:
     async def runner_alive(self, job_id: str) -> bool:
         path = self.data.job_path(job_id)
         return await trio.to_thread.run_sync(store.runner_alive, path)
+
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        return None  # one server: ``RemoteJobs`` knows when it last heard from the runner
 
     async def changed_at(self, job_id: str) -> float:
         path = self.data.job_path(job_id)

@@ -183,8 +183,9 @@ class Backend(Protocol):
 
     async def resume_job(self, job_id: str) -> JobWriter:
         """Become the writer of an existing running job again (a remote runner's uploads
-        after this server restarted). Raises ``UnknownJob``, or ``Conflict`` when the job
-        has ended or another writer holds it."""
+        after this server restarted, or on another node). Raises ``UnknownJob``, ``Conflict``
+        when the job has ended, ``WriterElsewhere`` (a 503: try again shortly) while another
+        writer holds it."""
         ...
 
     async def open_log(self, job_id: str) -> JobLog:
@@ -205,6 +206,12 @@ class Backend(Protocol):
 
     async def runner_alive(self, job_id: str) -> bool:
         """Whether a running job's writer is still there."""
+        ...
+
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        """A remote runner was heard from (best effort): on a backend shared by nodes, its job
+        reads as running for ``for_s`` even when the node writing it dies meanwhile, since
+        the runner resumes it on another node. A single server keeps this in memory."""
         ...
 
     async def changed_at(self, job_id: str) -> float:

@@ -21,6 +21,7 @@ Health: one task pings Redis every ``HEALTH_INTERVAL_S``; ``healthy`` is what it
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -33,7 +34,14 @@ from typing import Any
 import trio
 
 from logstream.backends.protocol import Job
-from logstream.errors import BadRequest, Conflict, JobExists, StorageError, UnknownJob
+from logstream.errors import (
+    BadRequest,
+    Conflict,
+    JobExists,
+    StorageError,
+    UnknownJob,
+    WriterElsewhere,
+)
 from logstream.job import utc_now
 from logstream.problemlog import Found
 from logstream.redislog import RedisJobs, RedisLog, job_from_fields
@@ -140,7 +148,8 @@ class RedisBackend:
         if fields["status"] != "running":
             raise Conflict(f"job {job_id} has already ended ({fields['status']})")
         if not await self.store.take_lease(job_id, self.node, self._lease_ms):
-            raise Conflict(f"job {job_id} is being written by another node")
+            # Alive, or dead (killed) with its lease not yet expired: the runner retries.
+            raise WriterElsewhere(f"job {job_id} is being written by another node")
         self._leases.add(job_id)
         job = job_from_fields(fields, lease_alive=True)
         problems = await self.store.problem_count(job_id)
@@ -159,6 +168,10 @@ class RedisBackend:
 
     async def runner_alive(self, job_id: str) -> bool:
         return await self.store.lease_alive(job_id)
+
+    async def runner_seen(self, job_id: str, for_s: float) -> None:
+        with contextlib.suppress(RedisUnavailable):  # the writer's own retries notice it
+            await self.store.runner_seen(job_id, int(for_s * 1000))
 
     async def changed_at(self, job_id: str) -> float:
         if not JOB_ID.fullmatch(job_id):
