@@ -66,7 +66,14 @@ def main() -> None:
         action="store_true",
         help="server and job on CPU 0, load clients on CPU 1 (sched_setaffinity)",
     )
+    parser.add_argument(
+        "--hypercorn-fastsend",
+        action="store_true",
+        help="patch hypercorn's send path in logstream servers (benchmarks/hypercorn_fastsend.py)",
+    )
     args = parser.parse_args()
+    if args.hypercorn_fastsend:
+        harness.LOGSTREAM = harness.FASTSEND_LOGSTREAM
     if args.pin:
         harness.SERVER_CPUS, harness.CLIENT_CPUS = {0}, {1}
     chosen = args.scenarios or list(SCENARIOS)

@@ -23,6 +23,15 @@ JOB_LINE = re.compile(r"logstream: job (\S+) live at (http://[^/]+)/jobs/")
 SERVING_LINE = re.compile(r"(?:logstream|baseline): serving at (http://[^/]+)/")
 
 
+#: How a logstream server under test is started: ``python -m logstream.cli``, or with
+#: ``--hypercorn-fastsend`` a ``python -c`` that first patches hypercorn's send path.
+LOGSTREAM = ["-m", "logstream.cli"]
+FASTSEND_LOGSTREAM = [
+    "-c",
+    "from benchmarks.hypercorn_fastsend import install; install(); "
+    "from logstream.cli import main; main()",
+]
+
 #: CPUs for the server under test (and the job it runs: children inherit) and for the load
 #: clients; ``None``: anywhere. ``python -m benchmarks --pin`` sets ``{0}`` and ``{1}``.
 SERVER_CPUS: set[int] | None = None
@@ -105,6 +114,7 @@ def _start(kind: str, argv: list[str], pattern: re.Pattern[str]) -> tuple[Server
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         preexec_fn=_pinned(SERVER_CPUS),
+        cwd=ROOT,
     )
     assert process.stderr is not None
     first = process.stderr.readline().decode()
@@ -130,7 +140,7 @@ def start_logstream_run(
     data_dir: Path, command: Sequence[str], extra: Sequence[str] = ()
 ) -> Server:
     argv = [
-        PYTHON, "-m", "logstream.cli", "run", "--quiet", "--port", "0",
+        PYTHON, *LOGSTREAM, "run", "--quiet", "--port", "0",
         "--data-dir", str(data_dir), *extra, "--", *command,
     ]  # fmt: skip
     server, match = _start("logstream", argv, JOB_LINE)
@@ -140,7 +150,7 @@ def start_logstream_run(
 
 
 def start_logstream_serve(data_dir: Path) -> Server:
-    argv = [PYTHON, "-m", "logstream.cli", "serve", "--port", "0", "--data-dir", str(data_dir)]
+    argv = [PYTHON, *LOGSTREAM, "serve", "--port", "0", "--data-dir", str(data_dir)]
     server, match = _start("logstream", argv, SERVING_LINE)
     server.base_url = match[1]
     return server

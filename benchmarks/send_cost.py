@@ -3,7 +3,8 @@
 ``python -m benchmarks.send_cost [N]`` serves, in turn, each stack in a child process that
 streams ``N`` small SSE records, one write each, to one reading client process, and reports the
 server's CPU microseconds per write. This isolates the per-send overhead of the HTTP stack,
-which no batching in logstream can remove: it can only make sends fewer.
+which no batching in logstream can remove: it can only make sends fewer. The ``-fastsend``
+stacks run with ``benchmarks/hypercorn_fastsend.py``'s patch to hypercorn (an experiment).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import trio
 
+#: ``-fastsend``: with ``benchmarks/hypercorn_fastsend.py``'s patch to hypercorn's send path.
+STACKS = ("raw", "hypercorn", "quart", "hypercorn-fastsend", "quart-fastsend")
 RECORD = b"id: 123456\ndata: 123456 1700000000000000000 firehose\n\n"
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -109,6 +112,11 @@ def serve_one(stack: str, count: int) -> None:
     if stack == "raw":
         spent = trio.run(_raw, listener, count)
     else:
+        if stack.endswith("-fastsend"):
+            from benchmarks.hypercorn_fastsend import install
+
+            install()
+            stack = stack.removesuffix("-fastsend")
         spent = trio.run(_hypercorn, listener, count, stack)
     client.wait()
     print(json.dumps({"stack": stack, "us_per_send": 1e6 * spent / count}), flush=True)
@@ -128,7 +136,7 @@ while True:
 def measure(count: int = 100_000) -> dict[str, float]:
     """Server CPU microseconds per streamed write, for each stack."""
     out = {}
-    for stack in ("raw", "hypercorn", "quart"):
+    for stack in STACKS:
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks.send_cost", "--serve", stack, str(count)],
             capture_output=True,

@@ -53,9 +53,11 @@ class Settings:
     #: A client whose connection takes no data for this long is disconnected (it resumes
     #: later from disk); also the TCP user timeout that finds vanished peers.
     write_timeout_s: float = 30.0
-    #: Most bytes an event stream sends in one write (at least one block of the ring). A stuck
-    #: client holds one such write, and a client is stuck when one write takes write_timeout_s.
-    stream_chunk_bytes: int = 128 * 1024
+    #: Most bytes an event stream sends in one write (at least one line: a larger block is
+    #: cut at a record). A client that is behind gets its backlog in pieces this big, so a
+    #: stuck client holds one piece (and hypercorn's framed copy of it), and a client is stuck
+    #: when one write takes write_timeout_s.
+    stream_chunk_bytes: int = 32 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
     #: Keep every job in the Redis at this URL (many nodes) instead of the data directory.

@@ -59,18 +59,32 @@ class EventStream:
         self._problems_through = through
         return b"".join(out)
 
-    def chunk(self, read: Read) -> bytes:
-        """The bytes to send for a read that found records; the cursor moves past them."""
+    def chunk(self, read: Read, max_bytes: int | None = None) -> bytes:
+        """The bytes to send for a read that found records; the cursor moves past them.
+
+        With ``max_bytes``, only the whole records within it (at least one line) are sent and
+        the cursor stops after them: a client that is behind gets its backlog in pieces, so
+        a client that stops reading holds one small piece, not a whole read of the log.
+        """
         chunk = read.chunk
+        payload = chunk.payload
+        before = self.cursor.seq
+        self.cursor = read.next
+        if max_bytes is not None and len(payload) > max_bytes:
+            cut = sse.whole_records_within(payload, max_bytes)
+            if cut < len(payload):
+                payload = payload[:cut]
+                last = sse.last_line_seq(payload)
+                assert last is not None, "a piece holds a line"
+                self.cursor = Cursor(last)
         prefix = b""
         if self._opening is not None:
             prefix, self._opening = self._opening, None
-            if chunk.time_ms and not chunk.payload.startswith(b"event: time"):
+            if chunk.time_ms and not payload.startswith(b"event: time"):
                 prefix += sse.encode_time(chunk.time_ms)
-        if read.first > self.cursor.seq + 1:
+        if read.first > before + 1:
             prefix += sse.encode_gap(read.first)
-        self.cursor = read.next
-        return prefix + chunk.payload if prefix else chunk.payload
+        return prefix + payload if prefix else payload
 
     def opening(self) -> bytes | None:
         """The opening, if not sent yet (the client is caught up before any line)."""

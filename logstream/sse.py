@@ -96,6 +96,23 @@ def find_line_record(records: bytes, seq: int) -> int:
     return at + 1 if at >= 0 else -1
 
 
+def whole_records_within(records: bytes, max_bytes: int) -> int:
+    """The length of the longest run of whole records at the start of ``records`` that is at
+    most ``max_bytes`` long and holds a line record (longer only when the first line's record
+    alone is longer). A line record never holds a blank line, so records end at ``\n\n``."""
+    if len(records) <= max_bytes:
+        return len(records)
+    # A record boundary followed by a line record, with the part before it within the budget.
+    at = records.rfind(b"\n\nid: ", 0, max_bytes + 4)
+    first_line = find_line_record_start(records)
+    if at < 0 or first_line < 0 or at < first_line:
+        if first_line < 0:
+            return len(records)
+        at = records.find(b"\n\nid: ", first_line)
+        return len(records) if at < 0 else at + 2
+    return at + 2
+
+
 def find_line_record_start(records: bytes) -> int:
     """The offset of the first line record in a block of whole records, or -1."""
     if records.startswith(b"id: "):

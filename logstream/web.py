@@ -314,17 +314,19 @@ class AppState:
         """
         slot = slot or StreamSlot(self)
         metrics, settings = self.metrics, self.settings
+        piece_bytes = settings.stream_chunk_bytes
         stream = EventStream(after, settings.retry_ms)
         parked = self._parked
         task = trio.lowlevel.current_task()
         try:
             while not self.shutting_down.is_set():
-                read = await log.read_after(stream.cursor, settings.stream_chunk_bytes)
+                read = await log.read_after(stream.cursor, piece_bytes)
                 if stream.problems_due() and (news := stream.problems(await log.read_problems())):
                     metrics.bytes_sent += len(news)
                     yield news  # the problems that the lines sent so far completed
-                if read.chunk.payload:
-                    data = stream.chunk(read)
+                data = stream.chunk(read, piece_bytes) if read.chunk.payload else b""
+                del read  # not held while a slow client takes the piece
+                if data:
                     metrics.bytes_sent += len(data)
                     yield data
                     continue

@@ -50,3 +50,36 @@ def test_the_end_follows_only_when_the_client_has_every_line() -> None:
     stream.chunk(read(4, 5))
     assert stream.end(ended, 5) == sse.encode_end("failed", 2)
     assert not stream.line_pending(5)
+
+
+def test_a_client_behind_gets_its_backlog_in_pieces_of_whole_records() -> None:
+    stream = EventStream(0, retry_ms=1000)
+    stream.opening()
+    backlog = read(1, 100)  # one read of 100 lines, as from a big block of the ring
+    piece = stream.chunk(backlog, max_bytes=200)
+    assert len(piece) <= 200
+    lines = [int(e.id or 0) for e in sse.SSEParser().feed(piece)]
+    assert lines == list(range(1, lines[-1] + 1))
+    # The cursor stops after the piece (no backend position: the next read seeks by line).
+    assert stream.cursor == Cursor(lines[-1])
+    # The rest follows from the next read, exactly.
+    rest = stream.chunk(read(lines[-1] + 1, 100))
+    assert [int(e.id or 0) for e in sse.SSEParser().feed(rest)] == list(range(lines[-1] + 1, 101))
+
+
+def test_a_line_longer_than_a_piece_is_sent_whole() -> None:
+    stream = EventStream(0, retry_ms=1000)
+    stream.opening()
+    payload = sse.encode_lines(1, ["x" * 1000, "y"])
+    sent = stream.chunk(Read(Chunk(payload, 2, 0), 1, Cursor(2)), max_bytes=100)
+    assert sent == sse.encode_lines(1, ["x" * 1000])
+    assert stream.cursor == Cursor(1)
+
+
+def test_pieces_never_split_a_record() -> None:
+    records = sse.encode_time(7) + sse.encode_lines(1, ["a\rb", "c" * 50, "d"], stderr=True)
+    for budget in range(1, len(records) + 2):
+        cut = sse.whole_records_within(records, budget)
+        assert records[:cut].endswith(b"\n\n")
+        assert cut <= budget or sse.last_line_seq(records[:cut]) == 1
+        assert sse.last_line_seq(records[:cut]) is not None
