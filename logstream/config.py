@@ -57,7 +57,7 @@ class Settings:
     #: cut at a record). A client that is behind gets its backlog in pieces this big, so a
     #: stuck client holds one piece (and hypercorn's framed copy of it), and a client is stuck
     #: when one write takes write_timeout_s.
-    stream_chunk_bytes: int = 32 * 1024
+    stream_chunk_bytes: int = 16 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
     #: Keep every job in the Redis at this URL (many nodes) instead of the data directory.

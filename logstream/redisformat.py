@@ -238,7 +238,7 @@ def chunk_after(blocks: list[Block], cursor: int, max_bytes: int) -> tuple[Chunk
 
     ``blocks`` start with the one holding line ``cursor + 1`` (or a later one, when lines were
     lost: the first line found is then more than ``cursor + 1`` and the caller reports a gap).
-    Whole blocks are added until ``max_bytes`` is reached (always at least one).
+    Whole records up to ``max_bytes`` (at least one line), as ``Ring.read_after``.
     """
     parts: list[bytes] = []
     size = 0
@@ -248,8 +248,6 @@ def chunk_after(blocks: list[Block], cursor: int, max_bytes: int) -> tuple[Chunk
     for block in blocks:
         if block.last <= cursor:
             continue
-        if size and size >= max_bytes:
-            break
         payload = block.payload
         if not parts:
             time_ms = block.time_ms
@@ -257,6 +255,15 @@ def chunk_after(blocks: list[Block], cursor: int, max_bytes: int) -> tuple[Chunk
                 payload = payload[sse.find_line_record(payload, cursor + 1) :]
             else:
                 first_found = block.first
+            if len(payload) > max_bytes:
+                cut = sse.whole_records_within(payload, max_bytes)
+                if cut < len(payload):
+                    payload = payload[:cut]
+                    return Chunk(payload, sse.last_line_seq(payload) or block.last, time_ms), (
+                        first_found
+                    )
+        elif size + len(payload) > max_bytes:
+            break
         parts.append(payload)
         size += len(payload)
         last = block.last

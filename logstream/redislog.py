@@ -115,6 +115,8 @@ class RedisLog:
         blocks = [entry for entry in entries if isinstance(entry, Block)]
         if blocks:
             self._entry_bytes = max(1, sum(len(b.payload) for b in blocks) // len(blocks))
+            # Stored lines, though the chunk below may send only the first of them.
+            self._last = max(self._last, blocks[-1].last)
         for entry in entries:
             if isinstance(entry, End):
                 self._record_end(entry)

@@ -149,7 +149,9 @@ class Ring:
         return self._evict()
 
     def read_after(self, cursor: int, max_bytes: int = 1 << 20) -> Chunk | None:
-        """Records after line ``cursor`` (at least one block's worth, then up to ``max_bytes``).
+        """Whole records after line ``cursor``, at most ``max_bytes`` of them (at least one
+        line: more only when that line's record alone is longer). A block longer than that
+        is cut at a record, so a client that is behind gets its backlog in pieces.
 
         ``None`` when line ``cursor + 1`` is older than the ring; an empty chunk when nothing
         newer exists yet.
@@ -168,17 +170,23 @@ class Ring:
             )
         last = self._lasts[index]
         time_ms = self._times[index]
-        if index + 1 == len(self._payloads) or len(payload) - offset >= max_bytes:
-            return Chunk(payload[offset:] if offset else payload, last, time_ms)
-        parts = [payload[offset:] if offset else payload]
-        size = len(parts[0])
+        if len(payload) - offset > max_bytes:
+            piece = payload[offset:]
+            cut = sse.whole_records_within(piece, max_bytes)
+            if cut < len(piece):
+                piece = piece[:cut]
+                last = sse.last_line_seq(piece) or last
+            return Chunk(piece, last, time_ms)
+        first_part = payload[offset:] if offset else payload
+        parts = [first_part]
+        size = len(first_part)
         for following in range(index + 1, len(self._payloads)):
-            if size >= max_bytes:
+            if size + len(self._payloads[following]) > max_bytes:
                 break
             parts.append(self._payloads[following])
             size += len(self._payloads[following])
             last = self._lasts[following]
-        return Chunk(b"".join(parts), last, time_ms)
+        return Chunk(b"".join(parts) if len(parts) > 1 else first_part, last, time_ms)
 
     def statistics(self) -> RingStatistics:
         return RingStatistics(

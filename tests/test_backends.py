@@ -114,6 +114,28 @@ async def test_re_sent_and_overlapping_blocks_store_each_line_once(backend: Back
     await writer.release()
 
 
+async def test_reads_come_in_pieces_of_whole_records_within_the_budget(backend: Backend) -> None:
+    """A client that is behind gets big blocks in small pieces, each line once, from any
+    line (issue 13: a stuck client holds one piece); the data directory serves them from one
+    read ahead of the file."""
+    writer = await backend.create_job("x", ["x"])
+    await writer.append_blocks([block(1, 3000), block(3001, 3001), block(3002, 9000)])
+    await writer.finish(writer.job.with_lines(9000).ending("succeeded", 0))
+    log = await backend.open_log(writer.job.id)
+    for start in (0, 1, 1234, 2999, 3000, 8999):
+        cursor, seqs = Cursor(start), []
+        while True:
+            read = await log.read_after(cursor, max_bytes=1000)
+            if not read.chunk.payload:
+                break
+            assert len(read.chunk.payload) <= 1000
+            assert read.first == cursor.seq + 1
+            seqs += [int(e.id or 0) for e in sse.SSEParser().feed(read.chunk.payload) if e.id]
+            assert seqs[-1] == read.chunk.last
+            cursor = read.next
+        assert seqs == list(range(start + 1, 9001)), start
+
+
 async def test_a_block_that_leaves_a_hole_is_refused(backend: Backend) -> None:
     writer = await backend.create_job("x", ["x"])
     await writer.append_blocks([block(1, 2)])

@@ -46,8 +46,8 @@ def test_chunk_after_starts_inside_a_block_and_reports_gaps() -> None:
     chunk, first = chunk_after(blocks, 2, 1 << 20)
     assert (first, chunk.last) == (3, 6)
     assert chunk.payload.startswith(b"id: 3\n")
-    chunk, first = chunk_after(blocks, 0, 1)  # the budget: at least one block
-    assert (first, chunk.last) == (1, 3)
+    chunk, first = chunk_after(blocks, 0, 1)  # the budget: at least one line
+    assert (first, chunk.last) == (1, 1)
     chunk, first = chunk_after([block(5, 2)], 2, 1 << 20)
     assert (first, chunk.last) == (5, 6)  # lines 3 and 4 are lost: a gap
     chunk, first = chunk_after(blocks, 6, 1 << 20)

@@ -72,12 +72,17 @@ def test_byte_bound_evicts_too() -> None:
     assert ring.statistics().bytes <= 100 + len(block(46, 5).payload)
 
 
-def test_max_bytes_bounds_a_chunk_but_returns_at_least_one_block() -> None:
+def test_max_bytes_bounds_a_chunk_but_returns_at_least_one_line() -> None:
     ring = Ring()
     for first in range(1, 100, 10):
         ring.append(block(first, 10))
     chunk = ring.read_after(0, max_bytes=1)
-    assert chunk is not None and chunk.last == 10
+    assert chunk is not None and chunk.last == 1 and lines_of(chunk.payload) == [1]
+    # Within a budget: the rest of a block, then only whole blocks that fit.
+    budget = len(block(1, 10).payload) + 40
+    chunk = ring.read_after(4, max_bytes=budget)
+    assert chunk is not None and len(chunk.payload) <= budget
+    assert lines_of(chunk.payload) == list(range(5, 11))  # the next block would not fit
 
 
 @given(

@@ -35,10 +35,12 @@ from logstream.backends.protocol import Cursor, Job, JobLog, Read
 from logstream.errors import Conflict, StorageError, UnknownJob, WriterElsewhere
 from logstream.job import utc_now
 from logstream.problemlog import Found, ProblemList
-from logstream.ring import Block, blocks_after
+from logstream.ring import Block, Chunk, blocks_after
 from logstream.store import DataDir, LogReader, LogWriter, ProblemReader
 
 POLL_INTERVAL_S = 0.1
+#: How much of a log file one read takes in (``ReadAhead``): shared by the job's readers.
+READ_AHEAD_BYTES = 256 * 1024
 #: How long a job's lines are collected before one write to its log file.
 FLUSH_INTERVAL_S = 0.2
 #: How often ``wait_changed`` returns: the data directory cannot notify, so job lists poll.
@@ -295,6 +297,7 @@ class FileLog:
         self._end: tuple[str, int | None] | None = None
         self._read_started_at = -float("inf")  # trio time at which the last done read began
         self._reading: trio.Event | None = None
+        self._read_ahead = ReadAhead()
         self._problems = ProblemReader(self.path)
         self._problems_lock = trio.Lock()
         self._problems_final = False
@@ -348,7 +351,12 @@ class FileLog:
                 reading.set()
 
     async def read_after(self, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
-        read = await read_file_log(self._reader, cursor, max_bytes)
+        read = self._read_ahead.read_after(cursor, max_bytes)
+        if read is None:
+            # Not in the part read last: read ahead (in a worker thread), shared by every
+            # reader of this job that follows; each gets whole records of ``max_bytes``.
+            region = await read_file_log(self._reader, cursor, max(max_bytes, READ_AHEAD_BYTES))
+            read = self._read_ahead.keep(region, max_bytes)
         self._last = max(self._last, read.chunk.last)
         return read
 
@@ -395,6 +403,50 @@ class FileLog:
             self._last = job.lines
         self._job = job
         self._final = final
+
+
+class ReadAhead:
+    """The part of a log file read last, from which readers that continue exactly (their
+    cursor's position is a file offset inside it) get their next records without reading
+    the file (a trip to a worker thread each): a client catching up in small pieces costs a
+    slice, and the part in memory (``READ_AHEAD_BYTES``) is shared by every reader of the job.
+    """
+
+    def __init__(self) -> None:
+        self._payload = b""
+        self._start = 0  # the file offset of ``_payload[0]``
+
+    def keep(self, read: Read, max_bytes: int) -> Read:
+        """Keep what a read of the file found; return its first ``max_bytes`` as the read."""
+        payload = read.chunk.payload
+        if not payload or not isinstance(read.next.position, int):
+            return read
+        self._payload = payload
+        self._start = read.next.position - len(payload)
+        piece = self._piece(0, read.first, max_bytes, read.chunk.time_ms)
+        return piece if piece is not None else read
+
+    def read_after(self, cursor: Cursor, max_bytes: int) -> Read | None:
+        """The records after ``cursor`` from the kept part, or ``None`` (read the file)."""
+        if not isinstance(cursor.position, int):
+            return None
+        at = cursor.position - self._start
+        if not 0 <= at < len(self._payload):
+            return None
+        return self._piece(at, cursor.seq + 1, max_bytes, 0)
+
+    def _piece(self, at: int, first: int, max_bytes: int, time_ms: int) -> Read | None:
+        piece = self._payload[at : at + max_bytes + 1]
+        cut = sse.whole_records_within(piece, max_bytes)
+        if cut == len(piece) and at + cut < len(self._payload):
+            return None  # the first record is longer than the slice: read the file
+        piece = piece[:cut]
+        start = sse.find_line_record_start(piece)
+        if start < 0 or not piece.startswith(b"id: %d\n" % first, start):
+            return None  # not where this cursor continues
+        last = sse.last_line_seq(piece)
+        assert last is not None
+        return Read(Chunk(piece, last, time_ms), first, Cursor(last, self._start + at + cut))
 
 
 async def read_file_log(reader: LogReader, cursor: Cursor, max_bytes: int) -> Read:
