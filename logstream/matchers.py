@@ -139,11 +139,12 @@ class MatcherRun:
     @property
     def busy(self) -> bool:
         """Whether an earlier line began a multi-line match (so the next line matters)."""
-        return any(self._state)
+        return self._state.count(None) != len(self._state)
 
     def reset(self) -> None:
-        for i in range(len(self._state)):
-            self._state[i] = None
+        state = self._state
+        for i in range(len(state)):
+            state[i] = None
 
     def start(self, text: str, line: int) -> None:
         """Feed a line to the first pattern only (the detector replays a skipped line so)."""
