@@ -63,7 +63,14 @@ out.write(b"".join(batch))
 class NullDetector(Detector):
     """Finds nothing, at no cost: the ingest path without detection."""
 
-    def feed(self, first_seq: int, lines: Sequence[str], *, stderr: bool = False) -> list[Problem]:
+    def feed(
+        self,
+        first_seq: int,
+        lines: Sequence[str],
+        *,
+        stderr: bool = False,
+        joined: str | None = None,
+    ) -> list[Problem]:
         return []
 
 

@@ -40,6 +40,7 @@ from logstream.matchers import (
     MatcherRun,
     matchers_from_json,
     parse_matchers,
+    severity_named,
     severity_of,
 )
 from logstream.workflow import Command, parse_command
@@ -113,6 +114,8 @@ _NEEDS: dict[str, int] = {
     "logstream-gradle": _bits("FAIL"),
 }
 _ARROW = _bits("arrow")
+_COMMAND = _bits("command")
+_TRACEBACK_SIGN = _bits("traceback")
 TITLE_CHARS = 200
 _COLOR = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # (name, regex, group for the title): the first line of each run of consecutive matching lines
@@ -122,6 +125,7 @@ _RUNS = (
     ("npm", re.compile(r"npm (?:ERR!|error)(?: +\S.*)?"), 0, _bits("ERR", "npm-error")),
     ("maven", re.compile(r"\[ERROR\](?: +\S.*| *$)"), 0, _bits("ERR")),
 )
+_RUN_SIGNS = _bits("E-block", "ERR", "npm-error")
 _TRACEBACK = re.compile(r"([ \t]*)Traceback \(most recent call last\):\s*$")
 _FRAME = re.compile(r'\s*File "([^"]+)", line (\d+)')
 BUILTIN: tuple[Matcher, ...] = tuple(matchers_from_json(BUILTIN_MATCHERS))
@@ -141,6 +145,42 @@ _HINTS: dict[str, tuple[str, ...]] = {
     "logstream-maven": ("] ",),
     "logstream-gradle": ("FAILURE: ",),
 }
+
+
+class _OneLine:
+    """A one-pattern matcher applied straight from its match's groups: what ``MatcherRun.feed``
+    then ``_problem`` give, without the fields dict (one-pattern matchers keep no state)."""
+
+    __slots__ = ("code", "default", "file", "line", "message", "regex", "severity")
+
+    def __init__(self, matcher: Matcher) -> None:
+        (pattern,) = matcher.patterns
+        groups = dict(pattern.groups)
+        self.regex = pattern.regex
+        self.file = groups.get("file")
+        self.line = groups.get("line")
+        self.severity = groups.get("severity")
+        self.message = groups.get("message")
+        self.code = groups.get("code")
+        self.default = matcher.severity
+
+    def problem(self, match: re.Match[str], seq: int) -> Problem:
+        group = match.group
+        message = (group(self.message) or "") if self.message is not None else ""
+        code = group(self.code) if self.code is not None else None
+        if code and code not in message:
+            message = f"{message} [{code}]"
+        severity = self.default
+        if self.severity is not None:
+            severity = severity_named(group(self.severity) or "", severity)
+        return Problem(
+            seq,
+            severity,
+            _title(message),
+            (group(self.file) or None) if self.file is not None else None,
+            _number(group(self.line)) if self.line is not None else None,
+            seq,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +240,11 @@ class _Traceback:
         return Problem(self.line, "error", _title(title), self.file, self.line_in_file, found_at)
 
 
+#: A rule as a line tries it: its run, the signs it needs, its hint, whether it keeps state
+#: between lines, and (for a one-pattern matcher) the shortcut that applies it.
+_Entry = tuple[MatcherRun, int, tuple[str, ...] | None, bool, "_OneLine | None"]
+
+
 @dataclass
 class _Stream:
     """What one stream's earlier lines left behind."""
@@ -211,12 +256,10 @@ class _Stream:
     runs: list[MatcherRun] = field(default_factory=list)
     #: Each run with the signs a line needs for it (``_NEEDS``), its hint, and whether it keeps
     #: state between lines.
-    plan: list[tuple[MatcherRun, int, tuple[str, ...] | None, bool]] = field(default_factory=list)
+    plan: list[_Entry] = field(default_factory=list)
     #: Signs -> (the entries of ``plan`` to try on a line holding them while no run is busy,
     #: whether some run that keeps state is left out).
-    tries: dict[int, tuple[list[tuple[MatcherRun, int, tuple[str, ...] | None, bool]], bool]] = (
-        field(default_factory=dict)
-    )
+    tries: dict[int, tuple[list[_Entry], bool, bool]] = field(default_factory=dict)
     multi: list[MatcherRun] = field(default_factory=list)  # the runs that keep state
     run_ends: dict[str, int] = field(default_factory=dict)  # run rule -> index of its last line
     traceback: _Traceback | None = None
@@ -268,8 +311,17 @@ class Detector:
     def matchers(self) -> list[Matcher]:
         return self._user + self._builtin
 
-    def feed(self, first_seq: int, lines: Sequence[str], *, stderr: bool = False) -> list[Problem]:
-        """The problems that ``lines`` (numbered from ``first_seq``) complete."""
+    def feed(
+        self,
+        first_seq: int,
+        lines: Sequence[str],
+        *,
+        stderr: bool = False,
+        joined: str | None = None,
+    ) -> list[Problem]:
+        """The problems that ``lines`` (numbered from ``first_seq``) complete.
+
+        ``joined``: ``"\\n".join(lines)`` if the caller has it (spares the scan a join)."""
         found: list[Problem] = []
         if not lines:
             return found
@@ -278,9 +330,9 @@ class Detector:
         stream.count += len(lines)
         if self._scanner is None:
             for i, text in enumerate(lines):
-                self._line(stream, first_seq + i, base + i, text, found, ALL_SIGNS)
+                self._line(stream, first_seq + i, base + i, text, found, ALL_SIGNS, True)
         else:
-            self._feed_candidates(self._scanner, stream, first_seq, base, lines, found)
+            self._feed_candidates(self._scanner, stream, first_seq, base, lines, found, joined)
         stream.last_text = lines[-1]
         stream.last_seq = first_seq + len(lines) - 1
         return found
@@ -303,6 +355,7 @@ class Detector:
         base: int,
         lines: Sequence[str],
         found: list[Problem],
+        joined: str | None,
     ) -> None:
         indices: list[int] | None = None
         signs: list[int] = []
@@ -311,14 +364,15 @@ class Detector:
         while i < n:
             # Project matchers (maybe added by the line before) may match any line.
             if self._user:
-                self._line(stream, first_seq + i, base + i, lines[i], found, ALL_SIGNS)
+                self._line(stream, first_seq + i, base + i, lines[i], found, ALL_SIGNS, True)
                 i += 1
                 continue
             if indices is None:
-                indices, signs = scanner.scan(lines)
+                indices, signs = scanner.scan(lines, joined)
             while k < len(indices) and indices[k] < i:
                 k += 1
-            if stream.busy():
+            busy = stream.traceback is not None or stream.runs_busy()
+            if busy:
                 mask = (
                     ALL_SIGNS
                     if not exact
@@ -337,7 +391,7 @@ class Detector:
                             stream.unfed = (before, first_seq + i - 1)
                         else:
                             self._replay(stream, before, first_seq + i - 1)
-            self._line(stream, first_seq + i, base + i, lines[i], found, mask)
+            self._line(stream, first_seq + i, base + i, lines[i], found, mask, busy)
             i += 1
 
     def _replay(self, stream: _Stream, text: str, seq: int) -> None:
@@ -348,64 +402,86 @@ class Detector:
             run.start(text, seq)
 
     def _line(
-        self, stream: _Stream, seq: int, index: int, text: str, found: list[Problem], mask: int
+        self,
+        stream: _Stream,
+        seq: int,
+        index: int,
+        text: str,
+        found: list[Problem],
+        mask: int,
+        busy: bool,
     ) -> None:
         """Every problem found here is found at ``seq`` (its ``found_at``).
 
         ``mask``: the signs the line holds (``ALL_SIGNS`` when not known): a rule whose signs it
         lacks cannot match it, so it is not tried (a run that keeps state still is while busy).
+        ``busy``: whether the stream may be (else no traceback or multi-line match is under way).
         """
         stream.done_through = index
         if "\x1b" in text:
             text = _COLOR.sub("", text)
         if stream.traceback is not None and self._in_traceback(stream, seq, text, found):
             return
-        stripped = text.lstrip(" \t")
-        if stripped.startswith("::"):
-            command = parse_command(stripped)
-            if command is not None:
-                self._command(command, seq, found)
-                return
+        if mask & _COMMAND:
+            stripped = text.lstrip(" \t")
+            if stripped.startswith("::"):
+                command = parse_command(stripped)
+                if command is not None:
+                    self._command(command, seq, found)
+                    return
         matched = unfed = False
         hinting = mask == ALL_SIGNS
         if not hinting and mask & _ARROW and stream.unfed is not None:
             self._replay(stream, *stream.unfed)
-        if hinting or stream.runs_busy():
-            plan: Iterable[tuple[MatcherRun, int, tuple[str, ...] | None, bool]] = stream.plan
+        if hinting or busy:
+            plan: Iterable[_Entry] = stream.plan
+            fed_state = True
         else:  # the usual case: only the rules the line's signs name (computed once per mask)
             tries = stream.tries.get(mask)
             if tries is None:
                 tries = stream.tries[mask] = _tries(stream.plan, mask)
-            plan, unfed = tries
-        for run, need, hint, keeps_state in plan:
+            plan, unfed, fed_state = tries
+        for run, need, hint, keeps_state, one_line in plan:
             if hinting:
                 if hint is not None and not any(literal in text for literal in hint):
                     continue  # (hinted matchers have one pattern: no state to update)
             elif not need & mask and not (keeps_state and run.busy):
                 unfed = unfed or keeps_state
                 continue
+            if one_line is not None:
+                one_match = one_line.regex.search(text)
+                if one_match is None:
+                    continue
+                if fed_state:
+                    for other in stream.multi:
+                        other.reset()
+                found.append(one_line.problem(one_match, seq))
+                matched = True
+                break
             match = run.feed(text, seq)
             if match is not None:
-                for other in stream.multi:
-                    if other is not run:
-                        other.reset()
+                if fed_state:  # (else every run that keeps state is idle)
+                    for other in stream.multi:
+                        if other is not run:
+                            other.reset()
                 found.append(_problem(run.matcher, match.fields, match.line, seq))
                 matched = True
                 break
         stream.unfed = (text, seq) if unfed and not matched else None
-        for name, regex, group, need in _RUNS:
-            if not need & mask:
-                continue
-            run_match = regex.match(text)
-            if run_match is not None:
-                starts = stream.run_ends.get(name) != index - 1
-                stream.run_ends[name] = index
-                if starts and not matched:
-                    found.append(
-                        Problem(seq, "error", _title(run_match.group(group)), found_at=seq)
-                    )
-                return
-        if not matched and "Traceback (" in text:
+        if mask & _RUN_SIGNS:
+            for name, regex, group, need in _RUNS:
+                if not need & mask:
+                    continue
+                run_match = regex.match(text)
+                if run_match is not None:
+                    starts = stream.run_ends.get(name) != index - 1
+                    stream.run_ends[name] = index
+                    if starts and not matched:
+                        found.append(
+                            Problem(seq, "error", _title(run_match.group(group)), found_at=seq)
+                        )
+                    return
+        if not matched and mask & _TRACEBACK_SIGN and "Traceback (" in text:
             start = _TRACEBACK.match(text)
             if start is not None:
                 stream.traceback = _Traceback(seq, start.group(1))
@@ -473,16 +549,23 @@ class Detector:
             ]
             stream.multi = [run for run in stream.runs if len(run.matcher.patterns) > 1]
             stream.plan = [
-                (run, *_gate(run.matcher), len(run.matcher.patterns) > 1) for run in stream.runs
+                (
+                    run,
+                    *_gate(run.matcher),
+                    len(run.matcher.patterns) > 1,
+                    _OneLine(run.matcher) if len(run.matcher.patterns) == 1 else None,
+                )
+                for run in stream.runs
             ]
             stream.tries = {}
 
 
-def _tries(
-    plan: list[tuple[MatcherRun, int, tuple[str, ...] | None, bool]], mask: int
-) -> tuple[list[tuple[MatcherRun, int, tuple[str, ...] | None, bool]], bool]:
+def _tries(plan: list[_Entry], mask: int) -> tuple[list[_Entry], bool, bool]:
+    """The entries of ``plan`` to try on a line with signs ``mask`` while no run is busy,
+    whether a run that keeps state is left out, and whether one is tried."""
     tries = [entry for entry in plan if entry[1] & mask]
-    return tries, any(entry[3] and not entry[1] & mask for entry in plan)
+    leaves_out = any(entry[3] and not entry[1] & mask for entry in plan)
+    return tries, leaves_out, any(entry[3] for entry in tries)
 
 
 def _gate(matcher: Matcher) -> tuple[int, tuple[str, ...] | None]:
@@ -515,9 +598,11 @@ class Scanner:
 
     exact = False
 
-    def scan(self, lines: Sequence[str]) -> tuple[list[int], list[int]]:
-        """A fast pass over the joined block per ``PREFILTERS`` regex (``re``, in C)."""
-        joined = _joined(lines)
+    def scan(self, lines: Sequence[str], joined: str | None = None) -> tuple[list[int], list[int]]:
+        """A fast pass over the joined block per ``PREFILTERS`` regex (``re``, in C).
+
+        ``joined``: ``"\\n".join(lines)``, if the caller has it."""
+        joined = _joined(lines, joined)
         hits: list[int] = []
         for prefilter in PREFILTERS:
             hits.extend(hit.start() for hit in prefilter.finditer(joined))
@@ -551,8 +636,8 @@ class HyperscanScanner(Scanner):
             flags=[hyperscan.HS_FLAG_MULTILINE] * len(SIGNS),
         )
 
-    def scan(self, lines: Sequence[str]) -> tuple[list[int], list[int]]:
-        data = _joined(lines).encode("utf-8", "surrogatepass")
+    def scan(self, lines: Sequence[str], joined: str | None = None) -> tuple[list[int], list[int]]:
+        data = _joined(lines, joined).encode("utf-8", "surrogatepass")
         hits: list[tuple[int, int]] = []
         # The scratch space is the database's: one scan at a time (a detector runs on one
         # thread, the event loop's).
@@ -578,8 +663,9 @@ def _on_match(sign: int, start: int, end: int, flags: int, hits: object) -> None
     cast(list[tuple[int, int]], hits).append((end, sign))
 
 
-def _joined(lines: Sequence[str]) -> str:
-    joined = "\n".join(lines)
+def _joined(lines: Sequence[str], joined: str | None) -> str:
+    if joined is None:
+        joined = "\n".join(lines)
     if "\x1b" in joined:
         joined = _COLOR.sub("", joined)  # removes no "\n": line numbers stay
     return joined

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logstream.lines import LineSplitter
-from logstream.matchers import MatcherError, parse_matchers
+from logstream.matchers import MatcherError, MatcherRun, parse_matchers
 from logstream.problemlog import Found
 from logstream.problems import _HINTS as HINTS
 from logstream.problems import (
@@ -28,6 +28,8 @@ from logstream.problems import (
     HyperscanScanner,
     Problem,
     Scanner,
+    _OneLine,
+    _problem,
     best_scanner,
     detect,
 )
@@ -430,3 +432,43 @@ def test_a_problem_record_is_the_json_of_its_object(
     data = problem.to_json() | {"found_at": 14}
     record = Found(problem, 14).to_record()
     assert record == json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def test_one_pattern_matchers_applied_directly_give_what_their_run_gives() -> None:
+    matchers = [*BUILTIN, *parse_matchers(json.dumps(ESLINT_STYLISH))]
+    matchers += parse_matchers(
+        json.dumps(
+            {
+                "problemMatcher": [
+                    {
+                        "owner": "all-groups",
+                        "severity": "warning",
+                        "pattern": [
+                            {
+                                "regexp": r"^(\S*):(\d*):(\w*):(\w*)? (.*)$",
+                                "file": 1,
+                                "line": 2,
+                                "severity": 3,
+                                "code": 4,
+                                "message": 5,
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    lines = [*ALL_LINES, "a.c:3:err:E1 boom", ":x:info: E1 here", "::: ", "f:1:warn:C7 C7 twice"]
+    one_pattern = [m for m in matchers if len(m.patterns) == 1]
+    assert len(one_pattern) > 10
+    for matcher in one_pattern:
+        for line in lines:
+            match = MatcherRun(matcher).feed(line, 5)
+            direct = _OneLine(matcher)
+            found = direct.regex.search(line)
+            if match is None:
+                assert found is None
+            else:
+                assert found is not None
+                via_run = _problem(matcher, match.fields, match.line, 5)
+                assert direct.problem(found, 5) == via_run, (matcher.owner, line)
