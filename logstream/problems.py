@@ -29,6 +29,7 @@ Theory of operation
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -635,13 +636,15 @@ class HyperscanScanner(Scanner):
             elements=len(SIGNS),
             flags=[hyperscan.HS_FLAG_MULTILINE] * len(SIGNS),
         )
+        self._local = threading.local()  # scratch space: one per thread that scans
 
     def scan(self, lines: Sequence[str], joined: str | None = None) -> tuple[list[int], list[int]]:
         data = _joined(lines, joined).encode("utf-8", "surrogatepass")
         hits: list[tuple[int, int]] = []
-        # The scratch space is the database's: one scan at a time (a detector runs on one
-        # thread, the event loop's).
-        self._database.scan(data, match_event_handler=_on_match, context=hits)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hyperscan.Scratch(self._database)
+        self._database.scan(data, match_event_handler=_on_match, context=hits, scratch=scratch)
         if not hits:
             return [], []
         hits.sort()  # by where each ends (no sign spans a "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -472,3 +473,21 @@ def test_one_pattern_matchers_applied_directly_give_what_their_run_gives() -> No
                 assert found is not None
                 via_run = _problem(matcher, match.fields, match.line, 5)
                 assert direct.problem(found, 5) == via_run, (matcher.owner, line)
+
+
+def test_the_hyperscan_scanner_can_scan_from_several_threads_at_once() -> None:
+    scanner = best_scanner()
+    lines = ALL_LINES * 20
+    expected = scanner.scan(lines)
+    results: list[tuple[list[int], list[int]]] = []
+
+    def scan_often() -> None:
+        for _ in range(20):
+            results.append(scanner.scan(lines))
+
+    threads = [threading.Thread(target=scan_often) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [expected] * 80
