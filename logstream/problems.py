@@ -17,13 +17,18 @@ Theory of operation
   broken by stdout lines read in between), and share the rules.
 - As on GitHub, ANSI colour codes are removed before matching, and a match resets the other
   matchers' multi-line state.
-- Prefilter: the built-in rules only ever match a line that ``PREFILTERS`` find (a test checks
-  each rule against it). So a block is joined once and searched by a few fast regex passes in
-  C; only the lines they find, and lines while a multi-line state is open, go through the rules. A
-  multi-line built-in match is completed by a line the prefilter finds (`` --> ``); the line
-  before it, if it was skipped, is replayed into the first patterns first. Project
-  matchers may match anything, so while there are any every line is tried. The answer is the
-  same with and without the prefilter, however the lines are cut into blocks (tested).
+- Prefilter: a built-in rule only ever matches a line that holds one of its *signs*
+  (``SIGNS``, ``_NEEDS``; a test checks each rule against them over the corpus). A block is
+  joined once (the runner has it joined already) and a ``Scanner`` finds the lines holding
+  signs: ``HyperscanScanner`` finds all signs in one SIMD pass and tells which each line holds,
+  so the line tries only the rules those signs name; the ``re`` fallback (``Scanner``, where
+  Hyperscan is missing) finds a superset with a few fast passes, and its lines try every rule.
+  Lines while a traceback or a multi-line match is under way go through the rules too. A
+  multi-line built-in match can only be completed by a `` --> `` line: in the exact case its
+  rules are fed only those, after the last line they would have seen is replayed into their
+  first patterns (``_Stream.unfed``). Project matchers may match anything, so while there are
+  any every line tries every rule. The answer is the same with either scanner and with none,
+  however the lines are cut into blocks (property tests).
 """
 
 from __future__ import annotations
