@@ -102,8 +102,11 @@ class LiveLog:
     async def refresh(self, max_age_s: float = 0.0) -> None:
         """Nothing to do: this process knows its own job's state as it changes."""
 
-    def append(self, lines: list[str], *, stderr: bool = False) -> None:
-        """Add lines read from the command. Never blocks: the runner calls it per read."""
+    def append(self, lines: list[str], *, stderr: bool = False, joined: str | None = None) -> None:
+        """Add lines read from the command. Never blocks: the runner calls it per read.
+
+        ``joined``, if given, is ``"\\n".join(lines)`` (the runner has it: the detector need not
+        join the block again)."""
         if not lines or self._ended:
             return
         first = self.ring.last + 1
@@ -113,7 +116,7 @@ class LiveLog:
             payload = sse.encode_time(now_ms) + payload
             self._last_mark_ms = now_ms
         block = Block(first, first + len(lines) - 1, payload, now_ms)
-        self._found(self.detector.feed(first, lines, stderr=stderr), block.last)
+        self._found(self.detector.feed(first, lines, stderr=stderr, joined=joined), block.last)
         self._add(block)
 
     def append_block(self, block: Block) -> int:

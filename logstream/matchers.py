@@ -139,11 +139,12 @@ class MatcherRun:
     @property
     def busy(self) -> bool:
         """Whether an earlier line began a multi-line match (so the next line matters)."""
-        return any(self._state)
+        return self._state.count(None) != len(self._state)
 
     def reset(self) -> None:
-        for i in range(len(self._state)):
-            self._state[i] = None
+        state = self._state
+        for i in range(len(state)):
+            state[i] = None
 
     def start(self, text: str, line: int) -> None:
         """Feed a line to the first pattern only (the detector replays a skipped line so)."""
@@ -187,14 +188,19 @@ class MatcherRun:
 
 def severity_of(matcher: Matcher, fields: dict[str, str]) -> str:
     """The severity of a match: its ``severity`` group if it names one, else the matcher's."""
-    word = fields.get("severity", "").strip().lower()
+    return severity_named(fields.get("severity", ""), matcher.severity)
+
+
+def severity_named(word: str, default: str) -> str:
+    """The severity a ``severity`` group's text names, else ``default``."""
+    word = word.strip().lower()
     if word.startswith(("err", "fatal")):
         return "error"
     if word.startswith("warn"):
         return "warning"
     if word.startswith(("note", "notice", "info")):
         return "notice"
-    return matcher.severity
+    return default
 
 
 _PATH = r"([^\s:(\[][^\s:(]*)"  # a path: no blanks, no ':' (so "12:03:04" is no file)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from logstream.problems import Problem
 
 PROBLEMS_FILE = "problems"
+_string = json.encoder.encode_basestring  # a JSON string, non-ASCII kept (C)
 SHOWN_SEVERITIES = ("error", "warning")
 
 
@@ -35,9 +36,16 @@ class Found:
     found_at: int
 
     def to_record(self) -> bytes:
-        data = self.problem.to_json()
-        data["found_at"] = self.found_at
-        return json.dumps(data, ensure_ascii=False).encode() + b"\n"
+        """The JSON object of ``json.dumps(problem.to_json() | {"found_at": ...})``, written
+        out directly: the runner writes one per problem (docs/benchmarks.md)."""
+        problem = self.problem
+        file = "null" if problem.file is None else _string(problem.file)
+        line_in_file = "null" if problem.line_in_file is None else int(problem.line_in_file)
+        return (
+            f'{{"line": {int(problem.line)}, "severity": {_string(problem.severity)}, '
+            f'"title": {_string(problem.title)}, "file": {file}, '
+            f'"line_in_file": {line_in_file}, "found_at": {int(self.found_at)}}}\n'
+        ).encode()
 
 
 def decode_records(data: bytes) -> tuple[list[Found], int]:

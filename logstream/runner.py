@@ -270,7 +270,7 @@ class JobRunner:
                         del streams[fd]
                         self._flush(stream)
                         continue
-                    self.log.append(self._masked(stream.splitter.feed(chunk)), stderr=stream.stderr)
+                    self._append(stream.splitter.feed(chunk), stream.stderr)
                     await self.log.wait_writable()
                     if stream.tee is not None:
                         stream.tee.put(chunk)
@@ -285,7 +285,17 @@ class JobRunner:
         done.set()
 
     def _flush(self, stream: _Stream) -> None:
-        self.log.append(self._masked(stream.splitter.flush()), stderr=stream.stderr)
+        self._append(stream.splitter.flush(), stream.stderr)
+
+    def _append(self, lines: list[str], stderr: bool) -> None:
+        if not lines:
+            return
+        # Joined once: for ``::add-mask::`` here and for the problem detector's scan.
+        joined = "\n".join(lines)
+        if "::add-mask::" in joined:
+            lines = self._masked(lines)
+            joined = "\n".join(lines)
+        self.log.append(lines, stderr=stderr, joined=joined)
 
     def _masked(self, lines: list[str]) -> list[str]:
         """``::add-mask::VALUE`` masks VALUE in itself and every later line.
@@ -295,8 +305,6 @@ class JobRunner:
         every line already (before cutting long ones), but with the values known when it read
         them: the ``::add-mask::`` line itself and the lines after it are masked again.
         """
-        if not lines or "::add-mask::" not in "\n".join(lines):
-            return lines
         masker = self.spec.masker
         masked: list[str] = []
         start = 0

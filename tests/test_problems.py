@@ -7,7 +7,10 @@ it; ``clean.txt`` holds lines that merely contain the words (none may be a probl
 from __future__ import annotations
 
 import json
+import platform
 import re
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,9 +18,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logstream.lines import LineSplitter
-from logstream.matchers import MatcherError, parse_matchers
+from logstream.matchers import MatcherError, MatcherRun, parse_matchers
+from logstream.problemlog import Found
 from logstream.problems import _HINTS as HINTS
-from logstream.problems import BUILTIN, PREFILTERS, Detector, Problem, detect
+from logstream.problems import (
+    _NEEDS,
+    _RUNS,
+    BUILTIN,
+    PREFILTERS,
+    SIGNS,
+    Detector,
+    HyperscanScanner,
+    Problem,
+    Scanner,
+    _OneLine,
+    _problem,
+    best_scanner,
+    detect,
+)
 from logstream.workflow import add_mask_value, parse_command
 
 CORPUS = Path(__file__).parent / "problem_corpus"
@@ -279,7 +297,7 @@ def test_the_prefilter_finds_every_line_a_rule_reports_or_completes() -> None:
 ALL_LINES = [line for name in CASES for line in corpus_lines(name)]
 
 
-def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool) -> list[Problem]:
+def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool | Scanner) -> list[Problem]:
     detector = Detector(prefilter=prefilter)
     found: list[Problem] = []
     start = 0
@@ -290,24 +308,93 @@ def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool) -> list[Pr
     return found + detector.flush()
 
 
+# pyproject.toml installs Hyperscan on Linux x86-64 only; elsewhere the re scanner is the one.
+HYPERSCAN_HERE = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_hyperscan = pytest.mark.skipif(not HYPERSCAN_HERE, reason="Hyperscan: Linux x86-64 only")
+SCANNERS = [Scanner(), *([HyperscanScanner()] if HYPERSCAN_HERE else [])]
+
+
+def one_line_at_a_time(lines: list[str]) -> list[Problem]:
+    reference = Detector(prefilter=False)
+    problems: list[Problem] = []
+    for n, line in enumerate(lines, start=1):
+        problems += reference.feed(n, [line])
+    return problems + reference.flush()
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=lambda s: type(s).__name__)
 @settings(max_examples=150, deadline=None)
 @given(
     picks=st.lists(st.integers(0, len(ALL_LINES) - 1), min_size=1, max_size=80),
     cuts=st.lists(st.integers(0, 200), max_size=12),
 )
 def test_any_cutting_into_blocks_gives_the_same_problems_as_every_line_alone(
-    picks: list[int], cuts: list[int]
+    scanner: Scanner, picks: list[int], cuts: list[int]
 ) -> None:
     # Random mixes of real lines (so multi-line rules begin and break anywhere), fed in random
     # blocks with the prefilter, against one line at a time with every line through every rule.
     lines = [ALL_LINES[i] for i in picks]
-    reference = Detector(prefilter=False)
-    expected_problems: list[Problem] = []
-    for n, line in enumerate(lines, start=1):
-        expected_problems += reference.feed(n, [line])
-    expected_problems += reference.flush()
-    assert run_in_blocks(lines, cuts, prefilter=True) == expected_problems
+    expected_problems = one_line_at_a_time(lines)
+    assert run_in_blocks(lines, cuts, prefilter=scanner) == expected_problems
     assert run_in_blocks(lines, cuts, prefilter=False) == expected_problems
+
+
+# Lines that begin, complete, interrupt or reset the multi-line rules (rustc, ruff), in any order.
+TRICKY = [
+    "error[E0308]: mismatched types",
+    "warning: unused variable: `x`",
+    "F401 [*] `os` imported but unused",
+    "E501 Line too long (120 > 88)",
+    "  --> src/lib.rs:12:18",
+    " --> x.py:1:8",
+    "::notice::between",
+    "::error file=a.py,line=1::boom",
+    "Traceback (most recent call last):",
+    '  File "a.py", line 1, in <module>',
+    "ValueError: bad",
+    "a.c:1:2: error: e",
+    "E   assert 1 == 2",
+    "--- FAIL: TestX (0.00s)",
+    "plain line",
+    "",
+]
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=lambda s: type(s).__name__)
+@settings(max_examples=300, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, len(TRICKY) - 1), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(0, 60), max_size=10),
+)
+def test_multi_line_rules_complete_as_without_the_prefilter_whatever_comes_between(
+    scanner: Scanner, picks: list[int], cuts: list[int]
+) -> None:
+    lines = [TRICKY[i] for i in picks]
+    assert run_in_blocks(lines, cuts, prefilter=scanner) == one_line_at_a_time(lines)
+
+
+@needs_hyperscan
+def test_hyperscan_is_the_scanner_where_it_installs() -> None:
+    assert isinstance(best_scanner(), HyperscanScanner)
+
+
+@needs_hyperscan
+def test_every_line_a_built_in_rule_matches_holds_one_of_its_signs() -> None:
+    # The exact scanner relies on it: a rule is tried only on lines holding one of its signs.
+    scanner = HyperscanScanner()
+    signs = {name: 1 << i for i, (name, _) in enumerate(SIGNS)}
+    rules = [(m.owner, m.patterns[-1].regex, _NEEDS[m.owner]) for m in BUILTIN]
+    rules += [(name, regex, need) for name, regex, _, need in _RUNS]
+    rules += [("command", re.compile(r"\s*::"), signs["command"])]
+    rules += [("traceback", re.compile(r"\s*Traceback \("), signs["traceback"])]
+    for name in CASES:
+        lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line) for line in corpus_lines(name)]
+        indices, found = scanner.scan(lines)
+        held = dict(zip(indices, found, strict=True))
+        for index, line in enumerate(lines):
+            for owner, regex, need in rules:
+                if regex.match(line):
+                    assert held.get(index, 0) & need, (name, owner, line)
 
 
 @settings(max_examples=50, deadline=None)
@@ -339,3 +426,76 @@ def test_built_in_rules_apply_again_in_the_same_block_once_project_matchers_are_
         "a.c:1: error: e",
     ]
     assert [p.line for p in detector.feed(1, lines)] == [2, 5]
+
+
+@given(
+    title=st.text(max_size=30),
+    file=st.none() | st.text(max_size=10),
+    line_in_file=st.none() | st.integers(1, 10**6),
+)
+def test_a_problem_record_is_the_json_of_its_object(
+    title: str, file: str | None, line_in_file: int | None
+) -> None:
+    problem = Problem(12, "warning", title, file, line_in_file)
+    data = problem.to_json() | {"found_at": 14}
+    record = Found(problem, 14).to_record()
+    assert record == json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def test_one_pattern_matchers_applied_directly_give_what_their_run_gives() -> None:
+    matchers = [*BUILTIN, *parse_matchers(json.dumps(ESLINT_STYLISH))]
+    matchers += parse_matchers(
+        json.dumps(
+            {
+                "problemMatcher": [
+                    {
+                        "owner": "all-groups",
+                        "severity": "warning",
+                        "pattern": [
+                            {
+                                "regexp": r"^(\S*):(\d*):(\w*):(\w*)? (.*)$",
+                                "file": 1,
+                                "line": 2,
+                                "severity": 3,
+                                "code": 4,
+                                "message": 5,
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    lines = [*ALL_LINES, "a.c:3:err:E1 boom", ":x:info: E1 here", "::: ", "f:1:warn:C7 C7 twice"]
+    one_pattern = [m for m in matchers if len(m.patterns) == 1]
+    assert len(one_pattern) > 10
+    for matcher in one_pattern:
+        for line in lines:
+            match = MatcherRun(matcher).feed(line, 5)
+            direct = _OneLine(matcher)
+            found = direct.regex.search(line)
+            if match is None:
+                assert found is None
+            else:
+                assert found is not None
+                via_run = _problem(matcher, match.fields, match.line, 5)
+                assert direct.problem(found, 5) == via_run, (matcher.owner, line)
+
+
+@needs_hyperscan
+def test_the_hyperscan_scanner_can_scan_from_several_threads_at_once() -> None:
+    scanner = best_scanner()
+    lines = ALL_LINES * 20
+    expected = scanner.scan(lines)
+    results: list[tuple[list[int], list[int]]] = []
+
+    def scan_often() -> None:
+        for _ in range(20):
+            results.append(scanner.scan(lines))
+
+    threads = [threading.Thread(target=scan_often) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [expected] * 80

@@ -240,3 +240,51 @@ async def test_tail_of_a_job_that_succeeded_prints_no_summary(tmp_path: Path) ->
         await job.wait()
     assert done.returncode == 0
     assert b"logstream:" not in done.stderr
+
+
+async def test_the_job_list_counts_problems_of_a_job_another_process_is_still_running(
+    server: Server, tmp_path: Path
+) -> None:
+    # A `logstream run` sharing the data directory: its job.json gets the counts only at the
+    # end, so the list reads them from the job's problems file while it runs.
+    go = tmp_path / "go"
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "print('src/a.c:3:5: error: bad thing', flush=True)\n"
+        "print('src/b.c:4:1: warning: careful', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    time.sleep(0.02)\n"
+        "print('a.c:9: error: after', flush=True)\n"
+        "sys.exit(1)\n"
+    )
+
+    async def listed() -> dict[str, object]:
+        async with server.client() as client:
+            (job,) = (await client.get("/api/jobs")).json()["jobs"]
+        assert isinstance(job, dict)
+        return job
+
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def run() -> None:
+            result = await run_cli(
+                "run", "--quiet", "--port", "0", "--data-dir", str(server.data_dir.path), "--",
+                sys.executable, str(script),
+            )  # fmt: skip
+            assert result.returncode == 1
+            done.set()
+
+        nursery.start_soon(run)
+        counts = {"error": 1, "warning": 1}
+        with trio.fail_after(DEADLINE_S):
+            # (The list is polled: nothing notifies a change another process makes.)
+            while not server.data_dir.job_ids() or (await listed())["problems"] != counts:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert (await listed())["status"] == "running"
+        go.touch()
+        with trio.fail_after(DEADLINE_S):
+            await done.wait()
+    job = await listed()
+    assert (job["status"], job["problems"]) == ("failed", {"error": 2, "warning": 1})

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from . import test_viewer
-from .test_viewer import Child, finished_job, row, rows, start
+from .test_viewer import DEADLINE_MS, Child, finished_job, row, rows, start
 
 pytestmark = pytest.mark.browser
 
@@ -148,3 +149,117 @@ def test_the_panel_fills_live_and_the_job_list_shows_counts(page: Page, tmp_path
 
 def _has(name: str) -> re.Pattern[str]:
     return re.compile(rf"(^|\s){name}(\s|$)")
+
+
+# Records every Notification the page constructs and every permission request. HIDE makes the
+# page report itself hidden, as when the user is in another tab. UNDECIDED makes the permission
+# read "default" (never asked: headless Chromium answers "denied" itself, with no prompt to show)
+# until the page asks, and the emulated user then says yes.
+NOTIFY_SPY = """
+(() => {
+  const Real = window.Notification;
+  window.__notes = [];
+  window.__asks = 0;
+  function Spy(title, options) {
+    window.__notes.push({ title, body: options?.body ?? null, tag: options?.tag ?? null });
+    return new Real(title, options);
+  }
+  Spy.prototype = Real.prototype;
+  let answer = UNDECIDED ? "default" : null;
+  Object.defineProperty(Spy, "permission", { get: () => answer ?? Real.permission });
+  Spy.requestPermission = (...args) => {
+    window.__asks += 1;
+    if (!UNDECIDED) return Real.requestPermission(...args);
+    answer = "granted";
+    return Promise.resolve(answer);
+  };
+  window.Notification = Spy;
+  if (HIDE) {
+    Object.defineProperty(document, "hidden", { get: () => true });
+    Object.defineProperty(document, "visibilityState", { get: () => "hidden" });
+  }
+})();
+"""
+
+ENDS_ON_GATE = """
+import os, sys, time
+print("src/main.c:7:5: error: expected ';' before 'return'", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+sys.exit(2)
+"""
+
+
+def notify_page(browser: Browser, *, hidden: bool, granted: bool) -> tuple[Page, list[str]]:
+    context = browser.new_context(permissions=["notifications"] if granted else [])
+    spy = NOTIFY_SPY.replace("HIDE", json.dumps(hidden)).replace(
+        "UNDECIDED", json.dumps(not granted)
+    )
+    context.add_init_script(spy)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(DEADLINE_MS)
+    return page, errors
+
+
+def gated_job(tmp_path: Path) -> tuple[Child, Path]:
+    gate = tmp_path / "gate"
+    child = start(
+        ["run", "--quiet", "--port", "0", "--linger", "60", "--name", "nightly", "--",
+         sys.executable, "-c", ENDS_ON_GATE, str(gate)]
+    )  # fmt: skip
+    return child, gate
+
+
+@pytest.mark.parametrize("hidden", [True, False], ids=["hidden", "visible"])
+def test_a_followed_job_that_ends_notifies_only_when_the_page_is_hidden(
+    browser: Browser, tmp_path: Path, hidden: bool
+) -> None:
+    page, errors = notify_page(browser, hidden=hidden, granted=True)
+    child, gate = gated_job(tmp_path)
+    try:
+        page.goto(f"{child.base}/jobs/{child.job_id}")
+        assert page.evaluate("Notification.permission") == "granted"
+        expect(page.locator("#problems-button")).to_have_text("Problems 1")
+        assert page.evaluate("window.__notes") == []
+        gate.write_text("go")
+        expect(page.locator("#status")).to_have_text("failed (exit 2)")
+        notes = page.evaluate("window.__notes")
+        if hidden:
+            assert notes == [
+                {
+                    "title": "nightly: failed",
+                    "body": "exit code 2 · 1 error",
+                    "tag": f"logstream-{child.job_id}",
+                }
+            ]
+        else:
+            assert notes == []
+    finally:
+        page.context.close()
+        child.stop()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_permission_to_notify_is_asked_once_on_a_click(browser: Browser, tmp_path: Path) -> None:
+    page, errors = notify_page(browser, hidden=False, granted=False)
+    child, gate = gated_job(tmp_path)
+    try:
+        page.goto(f"{child.base}/jobs/{child.job_id}")
+        assert page.evaluate("Notification.permission") == "default"
+        expect(row(page, 1)).to_be_visible()
+        assert page.evaluate("window.__asks") == 0  # never without a click
+        page.locator("#log").click()
+        assert page.evaluate("window.__asks") == 1
+        page.locator("#log").click()
+        assert page.evaluate("window.__asks") == 1
+        page.reload()
+        expect(row(page, 1)).to_be_visible()
+        page.locator("#log").click()
+        assert page.evaluate("window.__asks") == 0  # asked once for good, not once per page
+    finally:
+        gate.write_text("go")
+        page.context.close()
+        child.stop()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -22,6 +22,7 @@ request that shows the state (``refresh``), and for waiting streams at most ever
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
@@ -52,6 +53,10 @@ class DataDirBackend:
 
     def __init__(self, path: Path) -> None:
         self.data = DataDir(path)
+        #: The ``problems`` file of each job listed running, read on from where the last
+        #: listing stopped (``_list_jobs`` runs in worker threads, maybe two at once).
+        self._running_problems: dict[str, ProblemReader] = {}
+        self._running_problems_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -153,7 +158,19 @@ class DataDirBackend:
                 found.append(self.data.read_job(job_id))
             except (UnknownJob, ValueError, OSError):
                 continue  # just created, or removed meanwhile
-        return found
+        with self._running_problems_lock:
+            readers, self._running_problems = self._running_problems, {}
+            return [self._with_current_problems(job, readers) for job in found]
+
+    def _with_current_problems(self, job: Job, readers: dict[str, ProblemReader]) -> Job:
+        """A running job's ``job.json`` has its problem counts only once it ends: until then
+        they come from its ``problems`` file, which its runner appends to as it finds them."""
+        if job.ended:
+            return job
+        reader = readers.get(job.id) or ProblemReader(self.data.job_path(job.id))
+        self._running_problems[job.id] = reader  # (kept for the jobs still listed running)
+        reader.read_new()
+        return job.with_problems(reader.problems.shown_counts())
 
     async def wait_changed(self) -> None:
         await trio.sleep(LIST_POLL_INTERVAL_S)
