@@ -54,10 +54,13 @@ class Settings:
     #: later from disk); also the TCP user timeout that finds vanished peers.
     write_timeout_s: float = 30.0
     #: Most bytes an event stream sends in one write (at least one line: a larger block is
-    #: cut at a record). A client that is behind gets its backlog in pieces this big, so a
-    #: stuck client holds one piece (and hypercorn's framed copy of it), and a client is stuck
+    #: cut at a record), to a client that takes what it is sent at once.
+    stream_chunk_bytes: int = 128 * 1024
+    #: What a client that is behind and slow (or stuck) gets per write: a client starts at
+    #: this and doubles while each write completes at once (``EventStream.written``). A
+    #: stuck client holds one such piece (and hypercorn's framed copy of it); it is stuck
     #: when one write takes write_timeout_s.
-    stream_chunk_bytes: int = 16 * 1024
+    stream_min_chunk_bytes: int = 16 * 1024
     keep_alive_timeout_s: float = 5.0
     graceful_timeout_s: float = 3.0
     #: Keep every job in the Redis at this URL (many nodes) instead of the data directory.

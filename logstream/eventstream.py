@@ -22,12 +22,24 @@ from logstream import sse
 from logstream.backends.protocol import Cursor, Job, Read
 from logstream.problemlog import ProblemList
 
+#: A write that completes within this is taken at once (the socket had room for it).
+FAST_WRITE_S = 0.005
+#: Writes grow only once this much went out in writes taken at once: kernel buffers take the
+#: first few hundred KB even from a client that never reads, so fast writes alone prove little.
+GROW_AFTER_BYTES = 1 << 20
+
 
 class EventStream:
     """The sending side of one client's event stream."""
 
-    def __init__(self, after: int, retry_ms: int) -> None:
+    def __init__(
+        self, after: int, retry_ms: int, min_piece: int = 16 * 1024, max_piece: int = 128 * 1024
+    ) -> None:
         self.cursor = Cursor(after)
+        #: Most bytes for the next write (see ``written``).
+        self.piece_bytes = min_piece
+        self._min_piece, self._max_piece = min_piece, max(min_piece, max_piece)
+        self._fast_bytes = 0  # sent in writes taken at once, since the last slow one
         self._opening: bytes | None = sse.encode_retry(retry_ms)
         self._after = after
         self._problems_sent: int | None = None  # how many of the job's problems, in found order
@@ -85,6 +97,20 @@ class EventStream:
         if read.first > before + 1:
             prefix += sse.encode_gap(read.first)
         return prefix + payload if prefix else payload
+
+    def written(self, took_s: float, size: int) -> None:
+        """The last write (``size`` bytes) took ``took_s``. Once ``GROW_AFTER_BYTES`` went out
+        in writes taken at once, each such write doubles the next one (up to ``max_piece``: a
+        fast client catching up gets big writes, which keep pace with a job writing at full
+        speed); a write that made us wait sets it back to ``min_piece``, so a client that
+        stops reading holds one small piece until the write deadline cuts it."""
+        if took_s >= FAST_WRITE_S:
+            self.piece_bytes = self._min_piece
+            self._fast_bytes = 0
+            return
+        self._fast_bytes += size
+        if self._fast_bytes >= GROW_AFTER_BYTES:
+            self.piece_bytes = min(self.piece_bytes * 2, self._max_piece)
 
     def opening(self) -> bytes | None:
         """The opening, if not sent yet (the client is caught up before any line)."""

@@ -314,12 +314,14 @@ class AppState:
         """
         slot = slot or StreamSlot(self)
         metrics, settings = self.metrics, self.settings
-        piece_bytes = settings.stream_chunk_bytes
-        stream = EventStream(after, settings.retry_ms)
+        stream = EventStream(
+            after, settings.retry_ms, settings.stream_min_chunk_bytes, settings.stream_chunk_bytes
+        )
         parked = self._parked
         task = trio.lowlevel.current_task()
         try:
             while not self.shutting_down.is_set():
+                piece_bytes = stream.piece_bytes
                 read = await log.read_after(stream.cursor, piece_bytes)
                 if stream.problems_due() and (news := stream.problems(await log.read_problems())):
                     metrics.bytes_sent += len(news)
@@ -328,7 +330,9 @@ class AppState:
                 del read  # not held while a slow client takes the piece
                 if data:
                     metrics.bytes_sent += len(data)
+                    started = trio.current_time()
                     yield data
+                    stream.written(trio.current_time() - started, len(data))
                     continue
                 if (opening := stream.opening()) is not None:
                     metrics.bytes_sent += len(opening)
