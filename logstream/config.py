@@ -54,10 +54,10 @@ class Settings:
     #: later from disk); also the TCP user timeout that finds vanished peers.
     write_timeout_s: float = 30.0
     #: Most bytes an event stream sends in one write (at least one line: a larger block is
-    #: cut at a record), to a client that takes what it is sent at once.
-    stream_chunk_bytes: int = 128 * 1024
-    #: What a client that is behind and slow (or stuck) gets per write: a client starts at
-    #: this and doubles while each write completes at once (``EventStream.written``). A
+    #: cut at a record), to a client that keeps taking what it is sent (``EventStream``).
+    stream_chunk_bytes: int = 256 * 1024
+    #: What a new client, or one that made a write wait, gets per write; it doubles once
+    #: 256 KiB went out since (``EventStream.written``). A
     #: stuck client holds one such piece (and hypercorn's framed copy of it); it is stuck
     #: when one write takes write_timeout_s.
     stream_min_chunk_bytes: int = 16 * 1024

@@ -22,11 +22,12 @@ from logstream import sse
 from logstream.backends.protocol import Cursor, Job, Read
 from logstream.problemlog import ProblemList
 
-#: A write that completes within this is taken at once (the socket had room for it).
-FAST_WRITE_S = 0.005
-#: Writes grow only once this much went out in writes taken at once: kernel buffers take the
-#: first few hundred KB even from a client that never reads, so fast writes alone prove little.
-GROW_AFTER_BYTES = 1 << 20
+#: A write that takes this long means a client that does not keep up (a busy server delays
+#: writes by milliseconds, never by this much).
+SLOW_WRITE_S = 0.5
+#: Writes grow only once this much went out since the last slow write: kernel buffers take
+#: the first few hundred KB even from a client that never reads.
+GROW_AFTER_BYTES = 256 * 1024
 
 
 class EventStream:
@@ -39,7 +40,7 @@ class EventStream:
         #: Most bytes for the next write (see ``written``).
         self.piece_bytes = min_piece
         self._min_piece, self._max_piece = min_piece, max(min_piece, max_piece)
-        self._fast_bytes = 0  # sent in writes taken at once, since the last slow one
+        self._sent_since_slow = 0
         self._opening: bytes | None = sse.encode_retry(retry_ms)
         self._after = after
         self._problems_sent: int | None = None  # how many of the job's problems, in found order
@@ -100,16 +101,16 @@ class EventStream:
 
     def written(self, took_s: float, size: int) -> None:
         """The last write (``size`` bytes) took ``took_s``. Once ``GROW_AFTER_BYTES`` went out
-        in writes taken at once, each such write doubles the next one (up to ``max_piece``: a
-        fast client catching up gets big writes, which keep pace with a job writing at full
-        speed); a write that made us wait sets it back to ``min_piece``, so a client that
-        stops reading holds one small piece until the write deadline cuts it."""
-        if took_s >= FAST_WRITE_S:
+        since the last slow write, each write doubles the next one (up to ``max_piece``: a
+        client catching up gets big writes, which keep pace with a job writing at full
+        speed); a slow write (``SLOW_WRITE_S``) sets it back to ``min_piece``, so a client that
+        stops reading soon holds one small piece until the write deadline cuts it."""
+        if took_s >= SLOW_WRITE_S:
             self.piece_bytes = self._min_piece
-            self._fast_bytes = 0
+            self._sent_since_slow = 0
             return
-        self._fast_bytes += size
-        if self._fast_bytes >= GROW_AFTER_BYTES:
+        self._sent_since_slow += size
+        if self._sent_since_slow >= GROW_AFTER_BYTES:
             self.piece_bytes = min(self.piece_bytes * 2, self._max_piece)
 
     def opening(self) -> bytes | None:

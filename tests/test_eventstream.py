@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from logstream import sse
 from logstream.backends.protocol import Cursor, Read
-from logstream.eventstream import GROW_AFTER_BYTES, EventStream
+from logstream.eventstream import GROW_AFTER_BYTES, SLOW_WRITE_S, EventStream
 from logstream.job import Job
 from logstream.ring import Chunk
 
@@ -85,7 +85,7 @@ def test_pieces_never_split_a_record() -> None:
         assert sse.last_line_seq(records[:cut]) is not None
 
 
-def test_a_client_that_takes_writes_at_once_gets_bigger_ones_and_a_slow_one_small() -> None:
+def test_a_client_that_keeps_taking_writes_gets_bigger_ones_and_a_slow_one_small() -> None:
     stream = EventStream(0, retry_ms=1000, min_piece=1000, max_piece=8000)
     assert stream.piece_bytes == 1000
     # Kernel buffers take the first writes of any client: no growth before GROW_AFTER_BYTES.
@@ -94,7 +94,7 @@ def test_a_client_that_takes_writes_at_once_gets_bigger_ones_and_a_slow_one_smal
     for expected in (2000, 4000, 8000, 8000):
         stream.written(0.0001, 1000)
         assert stream.piece_bytes == expected
-    stream.written(1.0, 8000)  # it made us wait: maybe it stopped reading; hold little now
+    stream.written(SLOW_WRITE_S, 8000)  # it made us wait: maybe it stopped reading
     assert stream.piece_bytes == 1000
     stream.written(0.0001, 1000)
     assert stream.piece_bytes == 1000  # and it proves itself again before growing
