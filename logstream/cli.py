@@ -519,10 +519,10 @@ def freeze_startup_heap() -> None:
     instead of Python's 700: every write to a client allocates and frees a dozen (coroutines,
     ASGI messages, h11 events, cancel scopes), and with hundreds of clients the live count
     swung past 700 some 300 times a second, each pass (and every tenth, of the older
-    generation too) a pause between two writes. Measured with 100 clients at 2,000 lines a
-    second, one write per line (docs/benchmarks.md): 2,600 collections and 0.6 s of
-    collector time in 8 s before, 13 collections and 0.05 s after. Garbage that only a
-    collection frees (reference cycles) waits a little longer: at most that many objects.
+    generation too) a pause between two writes. With 100 clients at 2,000 lines a second,
+    one write per line, 8 s (docs/benchmarks.md, "One line per write"): about 3,000
+    collections before, 143 after. Garbage that only a collection frees (reference cycles)
+    waits a little longer: at most that many objects.
     """
     python_gc.collect()
     python_gc.freeze()
