@@ -19,48 +19,23 @@ away) unparks itself as any trio wait does.
 
 from __future__ import annotations
 
-import trio
-from trio.lowlevel import (
-    Abort,
-    Task,
-    current_task,
-    reschedule,
-    spawn_system_task,
-    wait_task_rescheduled,
-)
-
-#: With fewer tasks waiting than this, every change wakes them at once: a round of writes to
-#: a few clients is cheap, and waiting would only add latency.
-COALESCE_FROM = 16
-#: The longest a change waits for the previous round of wake-ups to finish: the delay that
-#: coalescing may add to a line (a round that takes longer, or a client stuck in a write,
-#: does not hold the others beyond it).
-MAX_COALESCE_S = 0.02
-#: A timer task that has had nothing to do for this long ends (another starts when needed).
-TIMER_IDLE_S = 1.0
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 
 class Changes:
     """The tasks waiting for something to change, woken together by ``notify``.
 
-    Coalescing: while tasks woken by the previous ``notify`` are still busy (writing to their
-    clients), a new change does not wake those already back: they would each write a line or
-    two, and with hundreds of clients the writes per second outgrow what one core can do.
-    The change is held until every task of that round is waiting again (then all wake for
-    everything that arrived meanwhile, in one write each) or ``MAX_COALESCE_S`` has passed.
-    When a wake-up is of fewer than ``COALESCE_FROM`` tasks, the next change is not held.
+    No coalescing of its own: a woken task runs in trio's next scheduler round and then sends
+    everything new in one write, so with many streams each wakes at most once per round and
+    writes grow under load by themselves. Holding a change until a whole round of streams was
+    waiting again (built and measured for issue 13) changed nothing: 1,000 clients with 100
+    one-line writes a second, 6.0 lines per write and p99 150-157 ms with it or without.
     """
 
-    __slots__ = ("_held_since", "_parked", "_round", "_timer_armed", "_timer_running")
+    __slots__ = ("_parked",)
 
     def __init__(self) -> None:
         self._parked: dict[Task, None] = {}
-        #: The tasks of the last round of wake-ups that are not waiting again yet.
-        self._round: set[Task] = set()
-        #: When a change was first held (``None``: none is).
-        self._held_since: float | None = None
-        self._timer_armed = trio.Event()
-        self._timer_running = False
 
     @property
     def waiting(self) -> int:
@@ -69,14 +44,6 @@ class Changes:
     async def wait(self) -> None:
         """Until the next ``notify`` (or an ``interrupt`` of this task)."""
         task = current_task()
-        round_ = self._round
-        if round_:
-            round_.discard(task)
-            if not round_ and self._held_since is not None:
-                # The last of the round is back and a change is held: it is for everyone.
-                self._wake_all()
-                await trio.lowlevel.checkpoint()
-                return
         self._parked[task] = None
         task.custom_sleep_data = self
 
@@ -88,23 +55,13 @@ class Changes:
         await wait_task_rescheduled(abort)
 
     def notify(self) -> None:
-        """Wake every task waiting now (or, coalescing, soon: see the class)."""
+        """Wake every task waiting now."""
         if not self._parked:
             return
-        if self._round:  # the last wake-up was of many tasks, and some are still busy
-            if self._held_since is None:
-                self._held_since = trio.current_time()
-                self._arm_timer()
-            return
-        self._wake_all()
-
-    def _wake_all(self) -> None:
-        self._held_since = None
         parked, self._parked = self._parked, {}
         for task in parked:
             task.custom_sleep_data = None
             reschedule(task)
-        self._round = set(parked) if len(parked) >= COALESCE_FROM else set()
 
     def _unpark(self, task: Task) -> bool:
         if task not in self._parked:
@@ -113,30 +70,6 @@ class Changes:
         task.custom_sleep_data = None
         reschedule(task)
         return True
-
-    def _arm_timer(self) -> None:
-        self._timer_armed.set()
-        if not self._timer_running:
-            self._timer_running = True
-            spawn_system_task(self._run_timer, name="logstream.wakeups.Changes timer")
-
-    async def _run_timer(self) -> None:
-        """Release a held change at ``MAX_COALESCE_S`` at the latest; end when idle."""
-        try:
-            while True:
-                with trio.move_on_after(TIMER_IDLE_S):
-                    await self._timer_armed.wait()
-                if not self._timer_armed.is_set():
-                    return
-                self._timer_armed = trio.Event()
-                held_since = self._held_since
-                if held_since is None:
-                    continue
-                await trio.sleep_until(held_since + MAX_COALESCE_S)
-                if self._held_since == held_since:
-                    self._wake_all()
-        finally:
-            self._timer_running = False
 
 
 def interrupt(task: Task) -> bool:
