@@ -34,7 +34,7 @@ class EventStream:
     """The sending side of one client's event stream."""
 
     def __init__(
-        self, after: int, retry_ms: int, min_piece: int = 16 * 1024, max_piece: int = 128 * 1024
+        self, after: int, retry_ms: int, min_piece: int = 16 * 1024, max_piece: int = 256 * 1024
     ) -> None:
         self.cursor = Cursor(after)
         #: Most bytes for the next write (see ``written``).
@@ -80,16 +80,12 @@ class EventStream:
         a client that stops reading holds one small piece, not a whole read of the log.
         """
         chunk = read.chunk
-        payload = chunk.payload
         before = self.cursor.seq
         self.cursor = read.next
-        if max_bytes is not None and len(payload) > max_bytes:
-            cut = sse.whole_records_within(payload, max_bytes)
-            if cut < len(payload):
-                payload = payload[:cut]
-                last = sse.last_line_seq(payload)
-                assert last is not None, "a piece holds a line"
-                self.cursor = Cursor(last)
+        if max_bytes is not None and (piece := chunk.within(max_bytes)) is not chunk:
+            # Cut here (a backend gave more): the next read finds the rest by line number.
+            chunk, self.cursor = piece, Cursor(piece.last)
+        payload = chunk.payload
         prefix = b""
         if self._opening is not None:
             prefix, self._opening = self._opening, None

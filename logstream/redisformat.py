@@ -256,12 +256,7 @@ def chunk_after(blocks: list[Block], cursor: int, max_bytes: int) -> tuple[Chunk
             else:
                 first_found = block.first
             if len(payload) > max_bytes:
-                cut = sse.whole_records_within(payload, max_bytes)
-                if cut < len(payload):
-                    payload = payload[:cut]
-                    return Chunk(payload, sse.last_line_seq(payload) or block.last, time_ms), (
-                        first_found
-                    )
+                return Chunk(payload, block.last, time_ms).within(max_bytes), first_found
         elif size + len(payload) > max_bytes:
             break
         parts.append(payload)

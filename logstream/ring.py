@@ -84,6 +84,17 @@ class Chunk:
     last: int
     time_ms: int
 
+    def within(self, max_bytes: int) -> Chunk:
+        """Its whole records within ``max_bytes`` (at least one line: more only when that
+        line's record alone is longer), as a chunk ending at the last line kept."""
+        cut = sse.whole_records_within(self.payload, max_bytes)
+        if cut == len(self.payload):
+            return self
+        payload = self.payload[:cut]
+        last = sse.last_line_seq(payload)
+        assert last is not None, "a cut keeps a line"
+        return Chunk(payload, last, self.time_ms)
+
 
 @dataclass(slots=True)
 class RingStatistics:
@@ -171,12 +182,7 @@ class Ring:
         last = self._lasts[index]
         time_ms = self._times[index]
         if len(payload) - offset > max_bytes:
-            piece = payload[offset:]
-            cut = sse.whole_records_within(piece, max_bytes)
-            if cut < len(piece):
-                piece = piece[:cut]
-                last = sse.last_line_seq(piece) or last
-            return Chunk(piece, last, time_ms)
+            return Chunk(payload[offset:], last, time_ms).within(max_bytes)
         first_part = payload[offset:] if offset else payload
         parts = [first_part]
         size = len(first_part)
