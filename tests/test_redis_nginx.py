@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 import signal
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -115,10 +118,25 @@ def read_lease_holder_pid(redis: RedisServer, job_id: str) -> int | None:
     return int(holder.split(":")[-2])
 
 
-async def test_a_viewer_whose_node_is_killed_is_resumed_by_nginx_on_another_node(
-    nursery: trio.Nursery, tmp_path: Path, redis_server: RedisServer
-) -> None:
-    nodes, urls = await start_cluster(nursery, redis_server)
+@dataclass
+class JobThroughNginx:
+    """Three nodes behind the documented nginx, a runner uploading through it, and a viewer
+    reading through it that has the job's first 1,000 lines."""
+
+    nodes: list[tuple[Logstream, str]]
+    urls: list[str]
+    running: Logstream
+    job_id: str
+    viewer: ResumingClient
+    go: Path
+    finish: Path
+
+
+@asynccontextmanager
+async def job_through_nginx(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> AsyncIterator[JobThroughNginx]:
+    nodes, urls = await start_cluster(nursery, redis)
     listen_port = free_port()
     config = documented_config(urls, listen_port)
     script, go, finish = gated_script(tmp_path)
@@ -129,48 +147,46 @@ async def test_a_viewer_whose_node_is_killed_is_resumed_by_nginx_on_another_node
             async with trio.open_nursery() as reading:
                 reading.start_soon(viewer.run)
                 await viewer.wait_for_lines(1000)
-                victim = await node_serving_the_stream(urls)
-                connections = viewer.connections
-                nodes[victim][0].signal(signal.SIGKILL)
-                # The cut stream is resumed through nginx, on a node that is still there.
-                survivors = [url for index, url in enumerate(urls) if index != victim]
-                await node_serving_the_stream(survivors)
-                assert viewer.connections > connections
-                go.touch()
-                await viewer.wait_for_lines(2000)
-                finish.touch()
-                assert await running.wait_exit() == 0
-    assert viewer.ended
-    assert viewer.ids == list(range(1, 2101))
+                yield JobThroughNginx(nodes, urls, running, job_id, viewer, go, finish)
+
+
+async def test_a_viewer_whose_node_is_killed_is_resumed_by_nginx_on_another_node(
+    nursery: trio.Nursery, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with job_through_nginx(nursery, tmp_path, redis_server) as job:
+        victim = await node_serving_the_stream(job.urls)
+        connections = job.viewer.connections
+        job.nodes[victim][0].signal(signal.SIGKILL)
+        # The cut stream is resumed through nginx, on a node that is still there.
+        survivors = [url for index, url in enumerate(job.urls) if index != victim]
+        await node_serving_the_stream(survivors)
+        assert job.viewer.connections > connections
+        job.go.touch()
+        await job.viewer.wait_for_lines(2000)
+        job.finish.touch()
+        assert await job.running.wait_exit() == 0
+    assert job.viewer.ended
+    assert job.viewer.ids == list(range(1, 2101))
 
 
 async def test_a_runner_whose_node_is_killed_uploads_through_another_node_and_loses_nothing(
     nursery: trio.Nursery, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    nodes, urls = await start_cluster(nursery, redis_server)
-    listen_port = free_port()
-    config = documented_config(urls, listen_port)
-    script, go, finish = gated_script(tmp_path)
-    async with running_nginx(tmp_path / "nginx", config, listen_port) as base:
-        running, job_id = await start_runner(nursery, base, tmp_path / "runner", script, "--quiet")
-        viewer = ResumingClient(f"{base}/api/jobs/{job_id}/events")
-        with trio.fail_after(DEADLINE_S):
-            async with trio.open_nursery() as reading:
-                reading.start_soon(viewer.run)
-                await viewer.wait_for_lines(1000)
-                # The node nginx sends this job's uploads to holds the job's lease.
-                pids = [node.pid for node, _url in nodes]
-                holder = await lease_holder_pid(redis_server, job_id)
-                assert holder is not None
-                writer = pids.index(holder)
-                go.touch()
-                await viewer.wait_for_lines(1200)  # uploads are flowing: kill mid-stream
-                nodes[writer][0].signal(signal.SIGKILL)
-                # Another node takes the job over once the dead node's lease has expired.
-                while await lease_holder_pid(redis_server, job_id) in (None, pids[writer]):  # noqa: ASYNC110
-                    await trio.sleep(0.05)  # polled: Redis tells nobody
-                finish.touch()
-                assert await running.wait_exit() == 0  # the command's status, unaffected
+    async with job_through_nginx(nursery, tmp_path, redis_server) as job:
+        job_id, running, viewer, urls = job.job_id, job.running, job.viewer, job.urls
+        # The node nginx sends this job's uploads to holds the job's lease.
+        pids = [node.pid for node, _url in job.nodes]
+        holder = await lease_holder_pid(redis_server, job_id)
+        assert holder is not None
+        writer = pids.index(holder)
+        job.go.touch()
+        await viewer.wait_for_lines(1200)  # uploads are flowing: kill mid-stream
+        job.nodes[writer][0].signal(signal.SIGKILL)
+        # Another node takes the job over once the dead node's lease has expired.
+        while await lease_holder_pid(redis_server, job_id) in (None, pids[writer]):  # noqa: ASYNC110
+            await trio.sleep(0.05)  # polled: Redis tells nobody
+        job.finish.touch()
+        assert await running.wait_exit() == 0  # the command's status, unaffected
     # The runner saw trouble (its node gone, then 503 until the lease expired) and went on.
     assert b"uploading again" in running.stderr, running.stderr
     assert b"not uploaded" not in running.stderr
