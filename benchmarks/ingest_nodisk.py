@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -25,9 +26,9 @@ import trio
 
 from logstream.backends.datadir import DataDirBackend
 from logstream.backends.protocol import Job, JobLog, JobWriter
+from logstream.detectproc import shared_process
 from logstream.joblog import LiveLog
 from logstream.jobspec import JobSpec
-from logstream.problemlog import Found
 from logstream.problems import Detector
 from logstream.ring import Block
 from logstream.runner import JobRunner
@@ -46,7 +47,7 @@ class NullWriter:
         self.last_stored = blocks[-1].last if blocks else self.last_stored
         return self.last_stored
 
-    async def append_problems(self, found: Sequence[Found]) -> None:
+    async def append_problems(self, records: Sequence[bytes]) -> None:
         pass
 
     async def finish(self, job: Job) -> None:
@@ -60,9 +61,15 @@ class NullWriter:
 
 
 async def ingest(
-    command: list[str], disk: bool, directory: Path, detector: Detector | None = None
+    command: list[str],
+    disk: bool,
+    directory: Path,
+    detector: Detector | None = None,
+    *,
+    detect_elsewhere: bool = False,
 ) -> dict[str, float]:
-    """One run; ``detector`` replaces the log's problem detector (``problems_cost``)."""
+    """One run; ``detector`` replaces the log's problem detector, ``detect_elsewhere`` hands
+    detection to the detector process as ``logstream run`` does (``problems_cost``)."""
     writer: JobWriter
     if disk:
         writer = await DataDirBackend(directory).create_job("bench", command)
@@ -71,18 +78,37 @@ async def ingest(
     log = LiveLog(writer)
     if detector is not None:
         log.detector = detector
+    process = shared_process() if detect_elsewhere else None
+    if process is not None:
+        await process.ready.wait()  # as in a server: started before the job
+        log.detect_elsewhere(process)
     runner = JobRunner(log, JobSpec(tuple(command), "bench", tee=False))
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run_writer)
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         await runner.run()
+        ran = time.perf_counter() - started
         await log.wait_closed()
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
+        child_cpu = process_cpu_s(process.pid) if process and process.pid else 0.0
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     problems = sum(log.problems.counts.values())
-    return {"lines": log.last, "problems": problems, "wall_s": wall, "cpu_s": cpu}
+    return {
+        "lines": log.last,
+        "problems": problems,
+        "wall_s": wall,
+        "command_s": ran,
+        "cpu_s": cpu,
+        "detector_process_cpu_s": child_cpu,
+    }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU of a live process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

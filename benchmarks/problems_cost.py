@@ -4,10 +4,13 @@ A job prints 1,000,000 lines, 10,000 of them problems (one in a hundred: compile
 warnings, pytest failures, make, npm, tracebacks, workflow commands), the rest like
 ``firehose.py``. It runs in process with logstream's own ``JobRunner`` and ``LiveLog`` (pipes,
 64 KiB reads, the line splitter, the ring, the disk store: ``benchmarks/ingest_nodisk.py
---disk``), once with the detector and once with a detector that finds nothing, alternately, so
-both see the same machine. Printed: one JSON line per run, then the medians and the cost of
+--disk``), with the detector and with a detector that finds nothing, in turns, so all see the
+same machine. Printed: one JSON line per run, then the medians and the cost of
 detection as a share of ingest CPU and of throughput. Also timed: the detector alone on the same
 lines, fed in blocks as the runner feeds them (each with its joined text, as the runner has it).
+
+Three modes, taking turns: without detection, with the detector process (the default: the
+runner's CPU, and the child's separately), and in process (``JobSpec.detect_in_process``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,8 +79,6 @@ class NullDetector(Detector):
 
 
 def detector_alone(script: Path, lines: int, every: int) -> dict[str, float]:
-    import subprocess
-
     data = subprocess.run(
         [sys.executable, str(script), str(lines), str(every)], capture_output=True, check=True
     ).stdout
@@ -92,40 +94,68 @@ def detector_alone(script: Path, lines: int, every: int) -> dict[str, float]:
     return {"lines": seq - 1, "problems": found, "cpu_s": time.process_time() - started}
 
 
+MODES = {
+    "without": "ingest without detection",
+    "process": "detection in the detector process (what logstream runs)",
+    "in_process": "detection on the runner's event loop (JobSpec.detect_in_process)",
+}
+
+
+async def one_run(command: list[str], job_dir: Path, mode: str) -> dict[str, float]:
+    if mode == "without":
+        return await ingest(command, True, job_dir, NullDetector())
+    return await ingest(command, True, job_dir, detect_elsewhere=mode == "process")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--every", type=int, default=100, help="one problem every N lines")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--producer",
+        choices=("cat", "python"),
+        default="cat",
+        help="cat: the job is `cat` of the lines written beforehand (the runner is the limit); "
+        "python: a Python script writes them as it runs (and takes a core of its own)",
+    )
     args = parser.parse_args()
-    results: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="logstream-problems-") as directory:
         script = Path(directory) / "producer.py"
         script.write_text(PRODUCER)
         command = [sys.executable, str(script), str(args.lines), str(args.every)]
+        if args.producer == "cat":  # the lines written beforehand: the runner is the limit
+            output = Path(directory) / "output.log"
+            with output.open("wb") as file:
+                subprocess.run(command, stdout=file, check=True)
+            command = ["cat", str(output)]
         for run in range(args.runs):
-            for detect in (run % 2 == 0, run % 2 == 1):
-                job_dir = Path(directory) / f"job-{run}-{detect}"
+            order = list(MODES)[run % 3 :] + list(MODES)[: run % 3]  # each mode first in turn
+            for mode in order:
+                job_dir = Path(directory) / f"job-{run}-{mode}"
                 job_dir.mkdir()
-                result = trio.run(
-                    ingest, command, True, job_dir, None if detect else NullDetector()
-                )
-                result["detect"] = detect
+                result = trio.run(one_run, command, job_dir, mode)
+                result["mode"] = mode  # type: ignore[assignment]
                 print(json.dumps(result), flush=True)
-                results[detect].append(result)
+                results[mode].append(result)
         alone = detector_alone(script, args.lines, args.every)
     summary: dict[str, object] = {"detector_alone": alone}
-    for detect, runs in results.items():
-        key = "with_detection" if detect else "without_detection"
-        summary[key] = {
+    for mode, runs in results.items():
+        summary[mode] = {
+            "what": MODES[mode],
             "lines_per_s": statistics.median(r["lines"] / r["wall_s"] for r in runs),
             "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+            "detector_process_cpu_s": statistics.median(r["detector_process_cpu_s"] for r in runs),
             "problems": runs[0]["problems"],
         }
-    on, off = summary["with_detection"], summary["without_detection"]
-    assert isinstance(on, dict) and isinstance(off, dict)
-    summary["cpu_cost_pct"] = 100 * (on["cpu_s"] - off["cpu_s"]) / off["cpu_s"]
-    summary["throughput_cost_pct"] = 100 * (1 - on["lines_per_s"] / off["lines_per_s"])
+    off = summary["without"]
+    assert isinstance(off, dict)
+    for mode in ("process", "in_process"):
+        on = summary[mode]
+        assert isinstance(on, dict)
+        on["throughput_cost_pct"] = 100 * (1 - on["lines_per_s"] / off["lines_per_s"])
+        on["runner_cpu_cost_pct"] = 100 * (on["cpu_s"] - off["cpu_s"]) / off["cpu_s"]
     print(json.dumps(summary, indent=1))
 
 

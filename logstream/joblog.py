@@ -21,20 +21,24 @@ backend (``Backend.open_log``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from logstream import logformat, sse
 from logstream.backends.protocol import Cursor, Job, JobLog, JobWriter, Read
+from logstream.detectproc import DetectorProcess
 from logstream.errors import StorageError
-from logstream.problemlog import Found, ProblemList
+from logstream.matchers import Matcher
+from logstream.problemlog import Found, ProblemList, Row
 from logstream.problems import Detector, Problem
 from logstream.ring import DEFAULT_RING_LINES, Block, Ring
 from logstream.wakeups import Changes
 
 FLUSH_BYTES = 8 << 20
+RELEASED: tuple[str, int | None] = ("released", None)  # ``_closing`` for a job given up
 MAX_PENDING_BYTES = 32 << 20  # beyond this the runner stops reading until the disk catches up
 SYNC_INTERVAL_S = 5.0  # fsync of a running job's log: bounds what a power loss can take
 TIME_MARK_EVERY_MS = 1000
@@ -75,11 +79,22 @@ class LiveLog:
         self._last_mark_ms = 0
         self._ended = False
         self._released = False
-        #: Finds problems in each block as it is appended (on the event loop: it is cheap).
-        #: Replace it before the first line to give project matchers (``launch.create_job``).
+        #: Finds problems in each block as it is appended, on the event loop, unless
+        #: ``detect_elsewhere`` hands that to the detector process (then this one takes over if
+        #: that process is lost). Replace it before the first line to give project matchers.
         self.detector = Detector()
         self.problems = ProblemList()
-        self._unwritten_problems: list[Found] = []
+        self._unwritten_problems: list[bytes] = []
+        self._next = stored + 1  # the number of the next line appended
+        self._accepting = True  # until ``finish`` or ``release``
+        # With the detector process: the blocks held until it answers, and the requests it has
+        # not answered (what this process detects instead if it is lost).
+        self._detection: DetectorProcess | None = None
+        self._detection_key = 0
+        self._held: deque[Block] = deque()
+        self._held_bytes = 0
+        self._unanswered: deque[tuple[int, bool, str, int]] = deque()
+        self._closing: tuple[str, int | None] | None = None  # (status, exit code) or release
 
     @property
     def job(self) -> Job:
@@ -102,20 +117,36 @@ class LiveLog:
     async def refresh(self, max_age_s: float = 0.0) -> None:
         """Nothing to do: this process knows its own job's state as it changes."""
 
+    def detect_elsewhere(
+        self, process: DetectorProcess, matchers: Sequence[Matcher] = (), cwd: str | None = None
+    ) -> None:
+        """Detect problems in ``process`` (``detectproc``), with these project matchers and
+        ``::add-matcher::`` files read relative to ``cwd``. Before the first line."""
+        key = process.open(self, matchers, cwd)
+        if key is not None:
+            self._detection, self._detection_key = process, key
+
     def append(self, lines: list[str], *, stderr: bool = False, joined: str | None = None) -> None:
         """Add lines read from the command. Never blocks: the runner calls it per read.
 
         ``joined``, if given, is ``"\\n".join(lines)`` (the runner has it: the detector need not
         join the block again)."""
-        if not lines or self._ended:
+        if not lines or not self._accepting:
             return
-        first = self.ring.last + 1
+        first = self._next
         payload = sse.encode_lines(first, lines, stderr=stderr)
         now_ms = time.time_ns() // 1_000_000
         if now_ms - self._last_mark_ms >= TIME_MARK_EVERY_MS:
             payload = sse.encode_time(now_ms) + payload
             self._last_mark_ms = now_ms
         block = Block(first, first + len(lines) - 1, payload, now_ms)
+        self._next = block.last + 1
+        if self._detection is not None:
+            self._detect_elsewhere(
+                first, stderr, "\n".join(lines) if joined is None else joined, block.last
+            )
+            self._hold(block)
+            return
         self._found(self.detector.feed(first, lines, stderr=stderr, joined=joined), block.last)
         self._add(block)
 
@@ -125,27 +156,78 @@ class LiveLog:
         Lines the log already has are ignored (a re-sent block), and a block that would leave
         a hole raises ``StorageError``. Never blocks.
         """
-        expected = self.ring.last + 1
-        if self._ended or block.last < expected:
-            return self.ring.last
+        expected = self._next
+        if not self._accepting or block.last < expected:
+            return expected - 1
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
         block = block.after(expected - 1)
+        self._next = block.last + 1
         # Numbered elsewhere (a remote runner): its lines are read back from the records, one
         # stream's run at a time, as the runner would have fed them.
         run: list[str] = []
         run_first, run_stderr = block.first, False
         for seq, stream, text in logformat.iter_lines(block.payload):
             if run and (stream == "e") != run_stderr:
-                self._found(self.detector.feed(run_first, run, stderr=run_stderr), seq - 1)
+                self._detect(run_first, run, run_stderr, seq - 1)
                 run = []
             if not run:
                 run_first, run_stderr = seq, stream == "e"
             run.append(text)
         if run:
-            self._found(self.detector.feed(run_first, run, stderr=run_stderr), block.last)
-        self._add(block)
-        return self.ring.last
+            self._detect(run_first, run, run_stderr, block.last)
+        if self._detection is not None:
+            self._hold(block)
+        else:
+            self._add(block)
+        return block.last
+
+    def _detect(self, first: int, lines: list[str], stderr: bool, through: int) -> None:
+        if self._detection is not None:
+            self._detect_elsewhere(first, stderr, "\n".join(lines), through)
+        else:
+            self._found(self.detector.feed(first, lines, stderr=stderr), through)
+
+    def _detect_elsewhere(self, first: int, stderr: bool, text: str, through: int) -> None:
+        assert self._detection is not None
+        self._detection.feed(self._detection_key, first, stderr, text, through)
+        self._unanswered.append((first, stderr, text, through))
+
+    def _hold(self, block: Block) -> None:
+        """Keep ``block`` until the detector process has its problems (``detected``)."""
+        self._held.append(block)
+        self._held_bytes += len(block.payload)
+
+    def _release_held(self, through: int) -> None:
+        while self._held and self._held[0].last <= through:
+            block = self._held.popleft()
+            self._held_bytes -= len(block.payload)
+            self._add(block)
+
+    def detected(self, through: int, rows: list[Row], records: list[bytes], last: bool) -> None:
+        """The detector process answered the oldest request: its problems, then its lines."""
+        if last:
+            self._detection = None
+        else:
+            self._unanswered.popleft()
+        if rows:
+            self.problems.add_rows(rows)
+            self._unwritten_problems.extend(records)
+        self._release_held(self._next - 1 if last else through)
+        if last:
+            self._close()
+
+    def detection_lost(self) -> None:
+        """The detector process is gone: what it did not answer is detected here, then
+        everything is (``detectproc``)."""
+        self._detection = None
+        unanswered, self._unanswered = self._unanswered, deque()
+        for first, stderr, text, through in unanswered:
+            self._found(self.detector.feed(first, text.split("\n"), stderr=stderr), through)
+            self._release_held(through)
+        self._release_held(self._next - 1)
+        if self._closing is not None:
+            self._close()
 
     def _add(self, block: Block) -> None:
         self.ring.append(block)
@@ -158,15 +240,31 @@ class LiveLog:
         """Give the job up without an end: the writer task stores what is queued, then
         releases the backend's writer (readers see the job ``interrupted`` until someone
         resumes it, as a remote runner's next upload does)."""
-        self._released = True
-        self._queued.set()
-        self.changes.notify()
+        self._end_input(RELEASED)
 
     def finish(self, status: str, exit_code: int | None) -> None:
-        """The job ended: no more lines. The writer task records the end and stops."""
-        self._found(self.detector.flush(), self.ring.last)
-        self._job = self._job.ending(status, exit_code)
-        self._ended = True
+        """The job ended: no more lines. The writer task records the end and stops (once
+        the detector process has answered for every line)."""
+        self._end_input((status, exit_code))
+
+    def _end_input(self, closing: tuple[str, int | None]) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        self._closing = closing
+        if self._detection is not None:
+            self._detection.end(self._detection_key, flush=closing is not RELEASED)
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        assert self._closing is not None
+        if self._closing is RELEASED:
+            self._released = True
+        else:
+            self._found(self.detector.flush(), self.ring.last)
+            self._job = self._job.ending(*self._closing)
+            self._ended = True
         self._queued.set()
         self.changes.notify()
 
@@ -174,7 +272,7 @@ class LiveLog:
         if problems:
             found = [Found(problem, problem.found_at or block_last) for problem in problems]
             self.problems.add(found)
-            self._unwritten_problems.extend(found)
+            self._unwritten_problems.extend(item.to_record() for item in found)
 
     async def read_problems(self) -> ProblemList:
         return self.problems
@@ -187,7 +285,10 @@ class LiveLog:
         ``max_pending_bytes`` the runner stops reading, the pipe fills and the command waits,
         just as it would writing to that disk itself.
         """
-        while self._pending_bytes > self.max_pending_bytes and not self._closed.is_set():
+        while (
+            self._pending_bytes + self._held_bytes > self.max_pending_bytes
+            and not self._closed.is_set()
+        ):
             await self._persisted.wait()
 
     async def wait_persisted(self, seq: int) -> None:

@@ -60,6 +60,9 @@ class JobSpec:
     job_id: str | None = None
     #: Problem matchers the job starts with, before the built-in rules (docs/problems.md).
     matchers: tuple[Matcher, ...] = ()
+    #: Find problems on this process's event loop, not in the shared detector process
+    #: (``detectproc``): for an embedding that must not start a child process.
+    detect_in_process: bool = False
 
     def __post_init__(self) -> None:
         if not self.command:

@@ -22,12 +22,12 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from logstream.catalog import Catalog
+from logstream.detectproc import matcher_file_reader, shared_process
 from logstream.job import Job
 from logstream.joblog import LiveLog
 from logstream.jobspec import GRACE_S, JobSpec
@@ -126,8 +126,10 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
     )
     try:
         log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
-        read_file = matcher_file_reader(spec.cwd or Path.cwd())
-        log.detector = Detector(spec.matchers, read_file=read_file)
+        cwd = spec.cwd or Path.cwd()
+        log.detector = Detector(spec.matchers, read_file=matcher_file_reader(cwd))
+        if not spec.detect_in_process:
+            log.detect_elsewhere(shared_process(), spec.matchers, str(cwd))
         runner = JobRunner(log, spec)
         catalog.add_live(log)
         await nursery.start(log.run_writer)
@@ -215,22 +217,3 @@ def _say_on_stderr(message: str) -> None:
     with contextlib.suppress(OSError):
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
-
-
-MATCHER_FILE_MAX_BYTES = 1 << 20
-
-
-def matcher_file_reader(cwd: Path) -> Callable[[str], str]:
-    """Reads the file an ``::add-matcher::PATH`` line names, relative to the job's folder.
-
-    Blocking, on the event loop: matcher files are small (at most 1 MiB) and rare.
-    """
-
-    def read(path: str) -> str:
-        with open(cwd / path, "rb") as file:
-            data = file.read(MATCHER_FILE_MAX_BYTES + 1)
-        if len(data) > MATCHER_FILE_MAX_BYTES:
-            raise OSError(0, f"larger than {MATCHER_FILE_MAX_BYTES} bytes")
-        return data.decode()
-
-    return read

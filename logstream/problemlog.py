@@ -19,13 +19,20 @@ which finds it whole or never. Nothing re-reads the log.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
+from operator import itemgetter
 
 from logstream.problems import Problem
 
 PROBLEMS_FILE = "problems"
 _string = json.encoder.encode_basestring  # a JSON string, non-ASCII kept (C)
 SHOWN_SEVERITIES = ("error", "warning")
+
+
+#: A problem as the detector process sends it (``detectproc``): ``(line, severity, title, file,
+#: line_in_file, found_at)``, plain values that cross a pipe at C speed.
+Row = tuple[int, str, str, str | None, int | None, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,22 @@ class Found:
             f'"line_in_file": {line_in_file}, "found_at": {int(self.found_at)}}}\n'
         ).encode()
 
+    def to_row(self) -> Row:
+        problem = self.problem
+        return (
+            problem.line,
+            problem.severity,
+            problem.title,
+            problem.file,
+            problem.line_in_file,
+            self.found_at,
+        )
+
+    @classmethod
+    def from_row(cls, row: Row) -> Found:
+        line, severity, title, file, line_in_file, found_at = row
+        return cls(Problem(line, severity, title, file, line_in_file, found_at), found_at)
+
 
 def decode_records(data: bytes) -> tuple[list[Found], int]:
     """The whole records at the start of ``data`` and how many bytes they take."""
@@ -61,18 +84,39 @@ def decode_records(data: bytes) -> tuple[list[Found], int]:
     return found, end
 
 
-@dataclass
 class ProblemList:
-    """A job's problems in the order they were found, with counts per severity."""
+    """A job's problems in the order they were found, with counts per severity.
 
-    found: list[Found] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("error", "warning"), 0))
+    Rows from the detector process (``add_rows``) become ``Found`` objects only when someone
+    reads ``found``: the runner's path does no work per problem (docs/problems.md)."""
+
+    def __init__(self, found: list[Found] | None = None) -> None:
+        self._found: list[Found] = []
+        self._rows: list[Row] = []
+        self.counts: dict[str, int] = dict.fromkeys(SHOWN_SEVERITIES, 0)
+        if found:
+            self.add(found)
+
+    @property
+    def found(self) -> list[Found]:
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self._found.extend(map(Found.from_row, rows))
+        return self._found
+
+    def __len__(self) -> int:
+        return len(self._found) + len(self._rows)
 
     def add(self, found: list[Found]) -> None:
         self.found.extend(found)
         for item in found:
             severity = item.problem.severity
             self.counts[severity] = self.counts.get(severity, 0) + 1
+
+    def add_rows(self, rows: list[Row]) -> None:
+        self._rows.extend(rows)
+        for severity, count in Counter(map(itemgetter(1), rows)).items():
+            self.counts[severity] = self.counts.get(severity, 0) + count
 
     def shown_counts(self) -> dict[str, int]:
         """The counts the job JSON shows: ``{"error": n, "warning": n}``."""

@@ -41,6 +41,7 @@ import trio
 
 from logstream.backends.protocol import Backend, Cursor, Job, JobLog, Read
 from logstream.catalog import Catalog
+from logstream.detectproc import shared_process
 from logstream.errors import Conflict as StateConflict
 from logstream.errors import JobExists, StorageError, UnknownJob
 from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, RemoteJobSpec
@@ -273,6 +274,7 @@ class RemoteJobs:
 
     async def _go_live(self, remote: RemoteLog, live: LiveLog) -> None:
         assert self._nursery is not None, "RemoteJobs.run is not running"
+        live.detect_elsewhere(shared_process())
         try:
             await self._nursery.start(live.run_writer)
         except BaseException:

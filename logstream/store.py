@@ -36,7 +36,7 @@ from logstream import logformat, sse
 from logstream.errors import BadRequest, JobExists, UnknownJob
 from logstream.fdio import write_all
 from logstream.job import Job
-from logstream.problemlog import PROBLEMS_FILE, Found, ProblemList, decode_records
+from logstream.problemlog import PROBLEMS_FILE, ProblemList, decode_records
 from logstream.ring import Block, Chunk
 
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -477,9 +477,9 @@ class LogReader:
         self._index_bytes += whole
 
 
-def append_problems(job_path: Path, found: list[Found]) -> None:
-    """Append problem records to the job's ``problems`` file (docs/data-dir.md)."""
-    data = b"".join(item.to_record() for item in found)
+def append_problems(job_path: Path, data: bytes) -> None:
+    """Append problem records (``Found.to_record``) to the job's ``problems`` file
+    (docs/data-dir.md)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     fd = os.open(job_path / PROBLEMS_FILE, flags, file_mode(job_path))
     try:

@@ -260,8 +260,8 @@ async def test_changed_at_moves_when_lines_or_the_end_are_stored(backend: Backen
         await backend.changed_at("20260101T000000000000Z-0000")
 
 
-def found(line: int, severity: str, title: str) -> Found:
-    return Found(Problem(line, severity, title, "a.py", 3), found_at=line + 1)
+def found(line: int, severity: str, title: str) -> bytes:
+    return Found(Problem(line, severity, title, "a.py", 3), found_at=line + 1).to_record()
 
 
 async def test_problems_are_read_in_the_order_found_and_removed_with_the_job(

@@ -35,7 +35,7 @@ from logstream import sse, store
 from logstream.backends.protocol import Cursor, Job, JobLog, Read
 from logstream.errors import Conflict, StorageError, UnknownJob, WriterElsewhere
 from logstream.job import utc_now
-from logstream.problemlog import Found, ProblemList
+from logstream.problemlog import ProblemList
 from logstream.ring import Block, Chunk, blocks_after
 from logstream.store import DataDir, LogReader, LogWriter, ProblemReader
 
@@ -234,10 +234,10 @@ class DataDirWriter:
         self._last_stored = new[-1].last
         return self._last_stored
 
-    async def append_problems(self, found: Sequence[Found]) -> None:
+    async def append_problems(self, records: Sequence[bytes]) -> None:
         if self._broken or self._writer is None:
             raise StorageError(f"the problems of job {self._job.id} can no longer be written")
-        await trio.to_thread.run_sync(store.append_problems, self.path, list(found))
+        await trio.to_thread.run_sync(store.append_problems, self.path, b"".join(records))
 
     async def finish(self, job: Job) -> None:
         """Append the end record (unless a write failed), rewrite ``job.json``, unlock.

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from logstream.job import Job
-from logstream.problemlog import Found, ProblemList
+from logstream.problemlog import ProblemList
 from logstream.ring import Block, Chunk
 
 __all__ = ["Backend", "Cursor", "Job", "JobLog", "JobWriter", "Position", "Read"]
@@ -134,9 +134,10 @@ class JobWriter(Protocol):
         """
         ...
 
-    async def append_problems(self, found: Sequence[Found]) -> None:
-        """Store problems found in the job's lines; called before the blocks holding the lines
-        that completed them are appended, so a reader that has a line has its problems."""
+    async def append_problems(self, records: Sequence[bytes]) -> None:
+        """Store problems found in the job's lines, one record each (``Found.to_record``);
+        called before the blocks holding the lines that completed them are appended, so a
+        reader that has a line has its problems."""
         ...
 
     async def finish(self, job: Job) -> None:

@@ -43,7 +43,6 @@ from logstream.errors import (
     WriterElsewhere,
 )
 from logstream.job import utc_now
-from logstream.problemlog import Found
 from logstream.redislog import RedisJobs, RedisLog, job_from_fields
 from logstream.redisstore import RedisStore, RedisUnavailable
 from logstream.ring import DEFAULT_RING_LINES, Block, blocks_after
@@ -264,9 +263,8 @@ class RedisJobWriter:
             pending = self._after_stored(pending)
         return self._stored
 
-    async def append_problems(self, found: Sequence[Found]) -> None:
+    async def append_problems(self, records: Sequence[bytes]) -> None:
         # Retried like lines: the lines that completed these problems wait for them.
-        records = [item.to_record() for item in found]
         attempt = 0
         while records:
             try:
