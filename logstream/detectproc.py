@@ -3,22 +3,23 @@
 Theory of operation
 -------------------
 Detection costs Python work per problem (its rule, its record): on a log with a problem every
-hundred lines, done on the runner's event loop, it took 13-20 % of ingest throughput
-(docs/benchmarks.md). So a serving process hands it to one child, ``python -m
-logstream.detectproc``, shared by all its jobs and started with the first. ``LiveLog`` sends
-each block's joined text (``feed``) and *holds the block* until the child answers with the
+hundred lines, done on the runner's event loop, it took 17-30 % of ingest throughput
+(docs/benchmarks.md). So a serving process hands it to one child (``detectchild``), shared by
+all its jobs and started with the first. ``LiveLog`` puts each block's text in memory shared
+with the child (a copy, no system call; a block that finds no room rides in its request),
+sends a small request (``feed``), and *holds the block* until the child answers with the
 problems it completes, as plain rows and ready records (``problemlog.Row``,
-``Found.to_record``); then it adds the problems and lets the block into the ring and the
+``Found.to_record``). Then it adds the problems and lets the block into the ring and the
 writer's queue exactly as in-process detection does, so every reader's guarantee holds
 unchanged: a stored line's problems are stored before it, and an event stream sends a problem
 right after the line that completed it. The runner does no work per problem: rows become
-``Found`` objects only when someone reads them.
+``Found`` objects only when someone reads them. Held blocks count in the runner's backpressure
+(``LiveLog.wait_writable``) like blocks the disk has not taken yet.
 
-Frames, both ways: a 4-byte big-endian length and a pickle (the child is our own process).
-Requests: ``("open", key, matchers, cwd)``, ``("feed", key, first, stderr, text, through)``,
-``("end", key, flush)``. Answers, one per ``feed`` and ``end``, in order:
-``(key, through, rows, records, last)``. The child answers each batch of requests it reads in
-one write.
+Requests: ``("open", key, matchers, cwd)``, ``("feed", key, first, stderr, text or (start,
+end) in the shared memory, through)``, ``("end", key, flush)``. Answers, one per ``feed`` and
+``end``, in the order asked: ``(key, through, rows, records, last)``; a region of the shared
+memory is free again once its request is answered (a ring, oldest first).
 
 Failure: if the child cannot start, exits, or leaves a request unanswered for ``STALL_S``, it
 is killed and every job it served goes on in process (``LiveLog.detection_lost``): the held
@@ -32,144 +33,26 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
-import pickle
-import struct
 import subprocess
 import sys
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
 import logstream
+from logstream.detectchild import frame, unframe
 from logstream.matchers import Matcher
-from logstream.problemlog import Found, Row
+from logstream.problemlog import Row
 
 #: A request unanswered this long (real time) means a stuck child: it is killed.
 STALL_S = 10.0
 #: Memory shared with the child: each block's text goes there (a copy, no system call); a
 #: block that finds no room goes in its request instead.
 SHARED_BYTES = 16 << 20
-MATCHER_FILE_MAX_BYTES = 1 << 20
-_HEADER = struct.Struct(">I")
-READY: tuple[int, int, list[Row], list[bytes], bool] = (
-    0,
-    0,
-    [],
-    [],
-    False,
-)  # the child's first answer: it has started (keys start at 1)
-
-
-def frame(message: object) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(body)) + body
-
-
-def unframe(buffer: bytearray) -> Iterator[Any]:
-    """The whole messages at the start of ``buffer``, removed from it as they are read."""
-    offset = 0
-    try:
-        while len(buffer) - offset >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buffer, offset)
-            end = offset + _HEADER.size + size
-            if len(buffer) < end:
-                break
-            yield pickle.loads(memoryview(buffer)[offset + _HEADER.size : end])
-            offset = end
-    finally:
-        del buffer[:offset]
-
-
-def matcher_file_reader(cwd: Path) -> Callable[[str], str]:
-    """Reads the file an ``::add-matcher::PATH`` line names, relative to the job's folder.
-
-    Blocking: matcher files are small (at most 1 MiB) and rare.
-    """
-
-    def read(path: str) -> str:
-        with open(cwd / path, "rb") as file:
-            data = file.read(MATCHER_FILE_MAX_BYTES + 1)
-        if len(data) > MATCHER_FILE_MAX_BYTES:
-            raise OSError(0, f"larger than {MATCHER_FILE_MAX_BYTES} bytes")
-        return data.decode()
-
-    return read
-
-
-# -- the child ----------------------------------------------------------------------------------
-
-
-class _Jobs:
-    """The child's side: one ``Detector`` per open job."""
-
-    def __init__(self, shared: mmap.mmap) -> None:
-        from logstream.problems import Detector, best_scanner
-
-        self._shared = shared
-        best_scanner()  # compiled once, before the first job
-        self._new = Detector
-        self._detectors: dict[int, Any] = {}
-
-    def handle(self, message: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        kind, key = message[0], message[1]
-        if kind == "open":
-            matchers, cwd = message[2], message[3]
-            read_file = matcher_file_reader(Path(cwd)) if cwd is not None else None
-            self._detectors[key] = self._new(matchers, read_file=read_file)
-            return None
-        detector = self._detectors.get(key)
-        found: list[Any] = []
-        try:
-            if kind == "feed":
-                first, stderr, text, through = message[2:]
-                if isinstance(text, tuple):  # where it is in the shared memory
-                    start, end = text
-                    text = self._shared[start:end].decode("utf-8", "surrogatepass")
-                if detector is not None:
-                    found = detector.feed(first, text.split("\n"), stderr=stderr, joined=text)
-                last = False
-            else:  # "end"
-                through = -1
-                if detector is not None and message[2]:
-                    found = detector.flush()
-                self._detectors.pop(key, None)
-                last = True
-        except Exception:  # a bug in a rule must not stop the job's lines: say it, go on
-            traceback.print_exc()
-            found = []
-        items = [Found(problem, problem.found_at or through) for problem in found]
-        return (
-            key,
-            through,
-            [item.to_row() for item in items],
-            [item.to_record() for item in items],
-            last,
-        )
-
-
-def child_main(shared_fd: int) -> None:
-    """Answer requests on stdin until it closes (the serving process ended or died)."""
-    jobs = _Jobs(mmap.mmap(shared_fd, 0, prot=mmap.PROT_READ))
-    buffer = bytearray()
-    os.write(1, frame(READY))
-    while True:
-        data = os.read(0, 1 << 20)
-        if not data:
-            return
-        buffer += data
-        answers = [jobs.handle(message) for message in unframe(buffer)]
-        out = b"".join(frame(answer) for answer in answers if answer is not None)
-        view = memoryview(out)
-        while view:
-            view = view[os.write(1, view) :]
-
-
-# -- the serving process's side -----------------------------------------------------------------
 
 
 class DetectionClient(Protocol):
@@ -267,7 +150,7 @@ class DetectorProcess:
         """Start the child and serve it until it ends; then its jobs detect in process."""
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "logstream.detectproc", str(self._shared_fd)],
+                [sys.executable, "-m", "logstream.detectchild", str(self._shared_fd)],
                 pass_fds=(self._shared_fd,),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -325,7 +208,7 @@ class DetectorProcess:
     async def _watchdog(self, scope: trio.CancelScope) -> None:
         while True:
             await self._waiting.wait()
-            await trio.sleep(1.0)
+            await trio.sleep(min(1.0, STALL_S / 4))
             if self._unanswered and time.monotonic() - self._answered_at >= STALL_S:
                 scope.cancel()
                 return
@@ -366,7 +249,3 @@ def shared_process() -> DetectorProcess:
     _shared.set(process)
     trio.lowlevel.spawn_system_task(process.run, name="logstream detector process")
     return process
-
-
-if __name__ == "__main__":
-    child_main(int(sys.argv[1]))

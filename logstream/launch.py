@@ -27,7 +27,8 @@ from pathlib import Path
 import trio
 
 from logstream.catalog import Catalog
-from logstream.detectproc import matcher_file_reader, shared_process
+from logstream.detectchild import matcher_file_reader
+from logstream.detectproc import shared_process
 from logstream.job import Job
 from logstream.joblog import LiveLog
 from logstream.jobspec import GRACE_S, JobSpec

@@ -1,0 +1,175 @@
+"""The detector process: frames, its shared memory, and jobs that lose it (killed, stuck,
+never started) without losing a line or a problem found after the loss."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logstream import detectproc, logformat
+from logstream.backends.datadir import DataDirBackend
+from logstream.detectchild import frame, unframe
+from logstream.detectproc import SHARED_BYTES, DetectorProcess, shared_process
+from logstream.joblog import LiveLog
+from logstream.problemlog import decode_records
+
+DEADLINE_S = 30
+
+messages = st.lists(
+    st.tuples(st.sampled_from(["feed", "end"]), st.integers(0, 10**9), st.text(max_size=300)),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sent=messages, cuts=st.lists(st.integers(1, 500), max_size=20))
+def test_frames_come_out_whole_however_the_pipe_cuts_them(
+    sent: list[tuple[str, int, str]], cuts: list[int]
+) -> None:
+    data = b"".join(frame(message) for message in sent)
+    buffer, position = bytearray(), 0
+    received: list[object] = []
+    for cut in [*cuts, len(data)]:
+        buffer += data[position : position + cut]
+        position += cut
+        received.extend(unframe(buffer))
+    assert received == sent
+    assert not buffer
+
+
+def test_shared_memory_is_a_ring_whose_regions_in_use_never_overlap() -> None:
+    process = DetectorProcess()
+    rng = random.Random(7)
+    in_use: list[tuple[int, int]] = []
+    inline = 0
+    for _ in range(20_000):
+        if in_use and rng.random() < 0.5:
+            in_use.pop(0)  # answers come in order: the oldest region is freed first
+            process._regions.popleft()
+            continue
+        size = rng.choice([1, 100, 65_536, SHARED_BYTES // 3, SHARED_BYTES])
+        region = process._place(size)
+        if region is None:
+            inline += 1
+            continue
+        start, end = region
+        assert end - start == size and start >= 0 and end <= SHARED_BYTES
+        assert all(end <= a or start >= b for a, b in in_use)
+        in_use.append(region)
+    assert inline  # a full ring sends the text in the request instead
+    assert process._place(SHARED_BYTES + 1) is None
+
+
+async def job(data_dir: Path) -> tuple[LiveLog, Path]:
+    writer = await DataDirBackend(data_dir).create_job("job", ["job"])
+    return LiveLog(writer), writer.path
+
+
+def stored(path: Path) -> tuple[list[int], list[tuple[int, str]]]:
+    """The line numbers in the job's log file, and its problems (line, title)."""
+    seqs = [seq for seq, _stream, _text in logformat.iter_lines((path / "log").read_bytes())]
+    found, _ = decode_records((path / "problems").read_bytes())
+    return seqs, [(item.problem.line, item.problem.title) for item in found]
+
+
+def error_block(n: int) -> list[str]:
+    return [f"line {n}.{k}" for k in range(50)] + [f"src/f{n}.c:1:2: error: e{n}"]
+
+
+async def append_blocks(log: LiveLog, blocks: range) -> None:
+    for n in blocks:
+        log.append(error_block(n))
+        await trio.lowlevel.checkpoint()
+
+
+async def wait_for_line(log: LiveLog, seq: int) -> None:
+    """Until the log lets readers have line ``seq``."""
+    with trio.fail_after(DEADLINE_S):
+        while log.last < seq:
+            await log.wait_beyond(log.last)
+
+
+async def test_a_job_detects_in_the_child_and_stores_problems_before_their_lines(
+    tmp_path: Path,
+) -> None:
+    log, path = await job(tmp_path)
+    process = shared_process()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        await append_blocks(log, range(20))
+        log.append(["Traceback (most recent call last):", '  File "a.py", line 1'])
+        log.finish("failed", 1)  # the cut-short traceback is still reported, by the child
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert process.pid is not None and not process.lost
+    seqs, problems = stored(path)
+    assert seqs == list(range(1, 20 * 51 + 3))
+    assert problems == [(51 * (n + 1), f"e{n}") for n in range(20)] + [
+        (20 * 51 + 1, "Traceback (most recent call last)")
+    ]
+    assert log.job.problems == {"error": 21, "warning": 0}
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+async def test_a_child_killed_or_stuck_loses_no_line_and_later_problems_are_found_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    monkeypatch.setattr(detectproc, "STALL_S", 0.5)
+    log, path = await job(tmp_path)
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    assert process.pid is not None
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        await append_blocks(log, range(10))
+        await wait_for_line(log, 10 * 51)  # the child answered for these
+        os.kill(process.pid, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+        try:
+            await append_blocks(log, range(10, 20))  # sent to the child, never answered
+            await wait_for_line(log, 20 * 51)  # released once the child is found lost
+            assert process.lost
+            await append_blocks(log, range(20, 30))  # detected here
+            log.finish("failed", 1)
+            with trio.fail_after(DEADLINE_S):
+                await log.wait_closed()
+        finally:
+            if fault == "stop":
+                with contextlib.suppress(ProcessLookupError):  # killed by then
+                    os.kill(process.pid, signal.SIGCONT)
+    seqs, problems = stored(path)
+    assert seqs == list(range(1, 30 * 51 + 1))  # every line, once, in order
+    assert problems == [(51 * (n + 1), f"e{n}") for n in range(30)]
+    replacement = shared_process()
+    assert replacement is not process
+    with trio.fail_after(DEADLINE_S):
+        await replacement.ready.wait()
+    assert not replacement.lost and replacement.pid != process.pid
+
+
+async def test_a_child_that_cannot_start_leaves_detection_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    log, path = await job(tmp_path)
+    process = shared_process()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        await append_blocks(log, range(3))
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert process.lost
+    assert stored(path) == (list(range(1, 3 * 51 + 1)), [(51 * (n + 1), f"e{n}") for n in range(3)])
