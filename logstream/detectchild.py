@@ -25,7 +25,7 @@ from logstream.problemlog import Found, Row
 MATCHER_FILE_MAX_BYTES = 1 << 20
 _HEADER = struct.Struct(">I")
 #: The child's first answer: it has started and compiled its rules (job keys start at 1).
-READY: tuple[int, int, list[Row], list[bytes], bool] = (0, 0, [], [], False)
+READY: tuple[int, int, list[Row], list[bytes], bool, bool] = (0, 0, [], [], False, False)
 
 
 def frame(message: object) -> bytes:
@@ -83,32 +83,38 @@ class _Jobs:
             self._detectors[key] = self._new(matchers, read_file=read_file)
             return None
         detector = self._detectors.get(key)
+        if kind == "skip":
+            if detector is not None:
+                stderr, count, last_text, last_seq = message[2:]
+                detector.skip(count, last_text, last_seq, stderr=stderr)
+            return None
         found: list[Any] = []
+        last = kind == "end"
+        through = -1 if last else message[5]
         try:
-            if kind == "feed":
-                first, stderr, text, through = message[2:]
+            if not last:
+                first, stderr, text = message[2:5]
                 if isinstance(text, tuple):  # where it is in the shared memory
                     start, end = text
                     text = self._shared[start:end].decode("utf-8", "surrogatepass")
                 if detector is not None:
                     found = detector.feed(first, text.split("\n"), stderr=stderr, joined=text)
-                last = False
-            else:  # "end"
-                through = -1
+            else:
                 if detector is not None and message[2]:
                     found = detector.flush()
                 self._detectors.pop(key, None)
-                last = True
         except Exception:  # a bug in a rule must not stop the job's lines: say it, go on
             traceback.print_exc()
             found = []
         items = [Found(problem, problem.found_at or through) for problem in found]
+        needs_every_line = detector is not None and not last and detector.needs_every_line
         return (
             key,
             through,
             [item.to_row() for item in items],
             [item.to_record() for item in items],
             last,
+            needs_every_line,
         )
 
 

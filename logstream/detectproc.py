@@ -17,9 +17,17 @@ right after the line that completed it. The runner does no work per problem: row
 (``LiveLog.wait_writable``) like blocks the disk has not taken yet.
 
 Requests: ``("open", key, matchers, cwd)``, ``("feed", key, first, stderr, text or (start,
-end) in the shared memory, through)``, ``("end", key, flush)``. Answers, one per ``feed`` and
-``end``, in the order asked: ``(key, through, rows, records, last)``; a region of the shared
-memory is free again once its request is answered (a ring, oldest first).
+end) in the shared memory, through)``, ``("skip", key, stderr, count, last_text, last_seq)``,
+``("end", key, flush)``. Answers, one per ``feed`` and ``end``, in the order asked: ``(key,
+through, rows, records, last, needs_every_line)``; a region of the shared memory is free again
+once its request is answered (a ring, oldest first).
+
+Lines that cannot matter skip the round trip: a small block (a job writing a line at a time)
+that holds no sign of any rule (``problems.holds_signs``, one Hyperscan pass), while no request
+of the job is unanswered and its detector's last answer said it does not need every line (no
+traceback under way, no project matchers), goes straight into the ring; the child is only told
+how many lines it skipped, with the next request. So a job that prints a line at a time pays a
+round trip only for the lines that may be problems.
 
 Failure: if the child cannot start, exits, or leaves a request unanswered for ``STALL_S``, it
 is killed and every job it served goes on in process (``LiveLog.detection_lost``): the held
@@ -58,8 +66,16 @@ SHARED_BYTES = 16 << 20
 class DetectionClient(Protocol):
     """What a job's log hears from the detector process (``joblog.LiveLog``)."""
 
-    def detected(self, through: int, rows: list[Row], records: list[bytes], last: bool) -> None:
-        """The answer to the next request this job sent: the problems it completed."""
+    def detected(
+        self,
+        through: int,
+        rows: list[Row],
+        records: list[bytes],
+        last: bool,
+        needs_every_line: bool,
+    ) -> None:
+        """The answer to the next request this job sent: the problems it completed, and
+        whether the job's detector needs every line now (``Detector.needs_every_line``)."""
 
     def detection_lost(self) -> None:
         """The child is gone: detect here from now on; unanswered requests will not be."""
@@ -107,6 +123,10 @@ class DetectorProcess:
         start, end = region
         self._shared[start:end] = data
         self._send(("feed", key, first, stderr, region, through), frees=True)
+
+    def skip(self, key: int, stderr: bool, count: int, last_text: str, last_seq: int) -> None:
+        """Lines the job did not send (``Detector.skip``); not answered."""
+        self._send(("skip", key, stderr, count, last_text, last_seq), answered=False)
 
     def end(self, key: int, *, flush: bool) -> None:
         """The job has no more lines (``flush``: report a traceback cut short)."""
@@ -191,7 +211,7 @@ class DetectorProcess:
         buffer = bytearray()
         while data := await stdout.receive_some(1 << 20):
             buffer += data
-            for key, through, rows, records, last in unframe(buffer):
+            for key, through, rows, records, last, needs_every_line in unframe(buffer):
                 if not key:
                     self.ready.set()
                     continue
@@ -203,7 +223,7 @@ class DetectorProcess:
                     self._waiting = trio.Event()
                 client = self._clients.pop(key) if last else self._clients.get(key)
                 if client is not None:
-                    client.detected(through, rows, records, last)
+                    client.detected(through, rows, records, last, needs_every_line)
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
         while True:

@@ -33,12 +33,14 @@ from logstream.detectproc import DetectorProcess
 from logstream.errors import StorageError
 from logstream.matchers import Matcher
 from logstream.problemlog import Found, ProblemList, Row
-from logstream.problems import Detector, Problem
+from logstream.problems import Detector, Problem, holds_signs
 from logstream.ring import DEFAULT_RING_LINES, Block, Ring
 from logstream.wakeups import Changes
 
 FLUSH_BYTES = 8 << 20
 RELEASED: tuple[str, int | None] = ("released", None)  # ``_closing`` for a job given up
+#: A block of at most this many lines with no sign of any rule skips the detector process.
+SKIP_MAX_LINES = 64
 MAX_PENDING_BYTES = 32 << 20  # beyond this the runner stops reading until the disk catches up
 SYNC_INTERVAL_S = 5.0  # fsync of a running job's log: bounds what a power loss can take
 TIME_MARK_EVERY_MS = 1000
@@ -95,6 +97,10 @@ class LiveLog:
         self._held_bytes = 0
         self._unanswered: deque[tuple[int, bool, str, int]] = deque()
         self._closing: tuple[str, int | None] | None = None  # (status, exit code) or release
+        self._child_needs_every_line = False
+        # Per stream (stdout, stderr): lines not sent to the detector process since its last
+        # request (count, last text, last line's number).
+        self._skipped: list[tuple[int, str, int] | None] = [None, None]
 
     @property
     def job(self) -> Job:
@@ -125,6 +131,7 @@ class LiveLog:
         key = process.open(self, matchers, cwd)
         if key is not None:
             self._detection, self._detection_key = process, key
+            self._child_needs_every_line = bool(matchers)
 
     def append(self, lines: list[str], *, stderr: bool = False, joined: str | None = None) -> None:
         """Add lines read from the command. Never blocks: the runner calls it per read.
@@ -142,9 +149,12 @@ class LiveLog:
         block = Block(first, first + len(lines) - 1, payload, now_ms)
         self._next = block.last + 1
         if self._detection is not None:
-            self._detect_elsewhere(
-                first, stderr, "\n".join(lines) if joined is None else joined, block.last
-            )
+            text = "\n".join(lines) if joined is None else joined
+            if self._may_skip(len(lines), text):
+                self._skip(stderr, len(lines), lines[-1], block.last)
+                self._add(block)
+                return
+            self._detect_elsewhere(first, stderr, text, block.last)
             self._hold(block)
             return
         self._found(self.detector.feed(first, lines, stderr=stderr, joined=joined), block.last)
@@ -188,8 +198,31 @@ class LiveLog:
         else:
             self._found(self.detector.feed(first, lines, stderr=stderr), through)
 
+    def _may_skip(self, count: int, text: str) -> bool:
+        """Whether these lines may skip the detector process (``detectproc``): few, with no
+        sign, while nothing is held and the child said it needs no sign-less line."""
+        return (
+            count <= SKIP_MAX_LINES
+            and not self._unanswered
+            and not self._child_needs_every_line
+            and not holds_signs(text)
+        )
+
+    def _skip(self, stderr: bool, count: int, last_text: str, last_seq: int) -> None:
+        skipped = self._skipped[stderr]
+        self._skipped[stderr] = (count + (skipped[0] if skipped else 0), last_text, last_seq)
+
+    def _send_skipped(self) -> None:
+        """Tell the detector process what it skipped, before the job's next request."""
+        assert self._detection is not None
+        for stderr, skipped in enumerate(self._skipped):
+            if skipped is not None:
+                self._detection.skip(self._detection_key, bool(stderr), *skipped)
+        self._skipped = [None, None]
+
     def _detect_elsewhere(self, first: int, stderr: bool, text: str, through: int) -> None:
         assert self._detection is not None
+        self._send_skipped()
         self._detection.feed(self._detection_key, first, stderr, text, through)
         self._unanswered.append((first, stderr, text, through))
 
@@ -204,8 +237,16 @@ class LiveLog:
             self._held_bytes -= len(block.payload)
             self._add(block)
 
-    def detected(self, through: int, rows: list[Row], records: list[bytes], last: bool) -> None:
+    def detected(
+        self,
+        through: int,
+        rows: list[Row],
+        records: list[bytes],
+        last: bool,
+        needs_every_line: bool,
+    ) -> None:
         """The detector process answered the oldest request: its problems, then its lines."""
+        self._child_needs_every_line = needs_every_line
         if last:
             self._detection = None
         else:
@@ -253,6 +294,7 @@ class LiveLog:
         self._accepting = False
         self._closing = closing
         if self._detection is not None:
+            self._send_skipped()
             self._detection.end(self._detection_key, flush=closing is not RELEASED)
         else:
             self._close()

@@ -343,6 +343,21 @@ class Detector:
         stream.last_seq = first_seq + len(lines) - 1
         return found
 
+    @property
+    def needs_every_line(self) -> bool:
+        """Whether a line without any sign may matter now: project matchers are active, or a
+        traceback or a multi-line match is under way."""
+        return bool(self._user) or any(stream.busy() for stream in self._streams)
+
+    def skip(self, count: int, last_text: str, last_seq: int, *, stderr: bool = False) -> None:
+        """Lines that hold no sign (``holds_signs``), fed while not ``needs_every_line``:
+        what ``feed`` would do with them (it counts them and remembers the last), without
+        them. The detector process is told only this about such lines (``detectproc``)."""
+        stream = self._streams[stderr]
+        stream.count += count
+        stream.last_text = last_text
+        stream.last_seq = last_seq
+
     def flush(self) -> list[Problem]:
         """The job ended: a traceback cut short is still reported."""
         found = []
@@ -624,6 +639,11 @@ class Scanner:
                 indices.append(line)
         return indices, [ALL_SIGNS] * len(indices)
 
+    def any_sign(self, joined: str) -> bool:
+        """Whether some line of ``joined`` (lines joined with ``"\\n"``) holds a sign."""
+        joined = _joined((), joined)
+        return any(prefilter.search(joined) for prefilter in PREFILTERS)
+
 
 class HyperscanScanner(Scanner):
     """One Hyperscan pass over the block (UTF-8) for every sign at once."""
@@ -666,6 +686,21 @@ class HyperscanScanner(Scanner):
                 signs.append(1 << sign)
         return indices, signs
 
+    def any_sign(self, joined: str) -> bool:
+        data = _joined((), joined).encode("utf-8", "surrogatepass")
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hyperscan.Scratch(self._database)
+        try:
+            self._database.scan(data, match_event_handler=_stop, scratch=scratch)
+        except self._hyperscan.ScanTerminated:
+            return True
+        return False
+
+
+def _stop(sign: int, start: int, end: int, flags: int, context: object) -> bool:
+    return True  # the first sign is enough
+
 
 def _on_match(sign: int, start: int, end: int, flags: int, hits: object) -> None:
     cast(list[tuple[int, int]], hits).append((end, sign))
@@ -691,6 +726,11 @@ def best_scanner() -> Scanner:
         except Exception:  # not installed, or a CPU it does not support
             _BEST = Scanner()
     return _BEST
+
+
+def holds_signs(joined: str) -> bool:
+    """Whether a line of ``joined`` may report or complete a problem of a built-in rule."""
+    return best_scanner().any_sign(joined)
 
 
 def detect(lines: Sequence[str], matchers: Iterable[Matcher] = ()) -> list[Problem]:

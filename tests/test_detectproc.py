@@ -173,3 +173,30 @@ async def test_a_child_that_cannot_start_leaves_detection_here(
             await log.wait_closed()
     assert process.lost
     assert stored(path) == (list(range(1, 3 * 51 + 1)), [(51 * (n + 1), f"e{n}") for n in range(3)])
+
+
+async def test_lines_with_no_sign_skip_the_child_unless_a_problem_is_under_way(
+    tmp_path: Path,
+) -> None:
+    log, path = await job(tmp_path)
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        log.append(["compiling a.c"])
+        assert log.last == 1  # no sign, nothing under way: readers have it at once
+        log.append(["Traceback (most recent call last):"])
+        log.append(['  File "a.py", line 3, in <module>'])  # no sign, but after one: held
+        assert log.last == 1
+        await wait_for_line(log, 3)
+        log.append(["ValueError: bad"])  # the child said a traceback is under way: sent
+        assert log.last == 3
+        await wait_for_line(log, 4)
+        log.append(["done"])
+        assert log.last == 5  # the traceback is over: skipped again
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert stored(path) == ([1, 2, 3, 4, 5], [(2, "ValueError: bad")])

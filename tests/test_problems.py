@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import re
 import sys
 import threading
@@ -337,6 +338,37 @@ def test_any_cutting_into_blocks_gives_the_same_problems_as_every_line_alone(
     expected_problems = one_line_at_a_time(lines)
     assert run_in_blocks(lines, cuts, prefilter=scanner) == expected_problems
     assert run_in_blocks(lines, cuts, prefilter=False) == expected_problems
+
+
+def run_skipping(lines: list[str], cuts: list[int], scanner: Scanner) -> list[Problem]:
+    """As the detector process is fed: a small block with no sign, while the detector does not
+    need every line, is only counted (``Detector.skip``)."""
+    detector = Detector(prefilter=scanner)
+    found: list[Problem] = []
+    start = 0
+    for cut in [*sorted({c % (len(lines) + 1) for c in cuts}), len(lines)]:
+        if cut > start:
+            block = lines[start:cut]
+            if not detector.needs_every_line and not scanner.any_sign("\n".join(block)):
+                detector.skip(len(block), block[-1], cut)
+            else:
+                found += detector.feed(start + 1, block)
+            start = cut
+    return found + detector.flush()
+
+
+@pytest.mark.parametrize("scanner", SCANNERS, ids=lambda s: type(s).__name__)
+@settings(max_examples=200, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, len(ALL_LINES) - 1), min_size=1, max_size=80),
+    cuts=st.lists(st.integers(0, 200), max_size=30),
+)
+def test_blocks_without_signs_may_be_skipped_while_nothing_is_under_way(
+    scanner: Scanner, picks: list[int], cuts: list[int]
+) -> None:
+    lines = [ALL_LINES[i] for i in picks] + ["plain"] * (len(picks) // 2)
+    random.Random(len(cuts)).shuffle(lines)
+    assert run_skipping(lines, cuts, scanner) == one_line_at_a_time(lines)
 
 
 # Lines that begin, complete, interrupt or reset the multi-line rules (rustc, ruff), in any order.
