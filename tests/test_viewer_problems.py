@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from . import test_viewer
 from .test_viewer import DEADLINE_MS, Child, finished_job, row, rows, start
@@ -142,6 +142,55 @@ def test_the_panel_fills_live_and_the_job_list_shows_counts(page: Page, tmp_path
         expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_hidden()
         page.locator("#filter-text").fill("LATE.c")  # in its command, whatever the case
         expect(page.locator(f'.job[data-id="{child.job_id}"]')).to_be_visible()
+    finally:
+        (tmp_path / "gate2").write_text("go")
+        child.stop()
+
+
+SKIPPED_BY_THE_TAIL = """
+import os, sys, time
+gate = sys.argv[1]
+print("src/a.c:1:1: error: before the page", flush=True)
+while not os.path.exists(gate):
+    time.sleep(0.02)
+print("src/b.c:2:2: error: between the list and the stream", flush=True)
+for n in range(1500):
+    print(f"step {n}", flush=True)
+while not os.path.exists(gate + "2"):
+    time.sleep(0.02)
+"""
+
+
+def test_a_problem_found_between_the_list_and_the_stream_start_is_not_missed(
+    page: Page, tmp_path: Path
+) -> None:
+    # The page loads the problem list, then opens the stream 1,000 lines from the end: a
+    # problem found in between, more than 1,000 lines before the end, is in neither unless the
+    # list is loaded again once the stream has started.
+    gate = tmp_path / "gate"
+    child = start(
+        ["run", "--quiet", "--port", "0", "--data-dir", str(tmp_path / "data"), "--",
+         sys.executable, "-c", SKIPPED_BY_THE_TAIL, str(gate)]
+    )  # fmt: skip
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)  # the stream waits until the test lets it go
+
+    page.route("**/events?*", hold)
+    try:
+        page.goto(f"{child.base}/jobs/{child.job_id}")
+        expect(page.locator("#problems-button")).to_have_text("Problems 1")
+        gate.write_text("go")
+        page.wait_for_function(
+            "async (api) => (await (await fetch(api)).json()).lines >= 1502",
+            arg=f"/api/jobs/{child.job_id}",
+            timeout=DEADLINE_MS,
+        )
+        assert len(held) == 1
+        held[0].continue_()
+        expect(row(page, 1502)).to_be_visible()
+        expect(page.locator("#problems-button")).to_have_text("Problems 2")
     finally:
         (tmp_path / "gate2").write_text("go")
         child.stop()

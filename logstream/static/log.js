@@ -141,6 +141,10 @@ function connect(query) {
   es.onopen = () => {
     attempt = 0;
     setConnection("live", "live");
+    // The stream sends the problems found after where it starts (`tail=` skips lines, and
+    // their problems): those found between the list loaded at start and that point come
+    // from the list, loaded again now that the stream has started. Entries are not doubled.
+    problems.load(api).catch(() => {});
   };
   es.onmessage = (event) => receiveLine(event, "o");
   es.addEventListener("stderr", (event) => receiveLine(event, "e"));

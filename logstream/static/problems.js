@@ -58,19 +58,31 @@ export function renderAnnotation(parent, annotation) {
   if (where) parent.append(el("span", "an-where", where));
 }
 
+/** Entries drawn above and below the visible ones. */
+const OVERSCAN = 30;
+
 export class ProblemsPanel {
+  // Built to stay responsive with tens of thousands of problems, arriving live or all at
+  // once: a new problem goes to its place in `sorted` (a binary search), counts are kept as
+  // they change, and only the entries in view (plus some) are in the DOM, drawn at most once a
+  // frame. The list element is as tall as all entries would be, so the scroll bar is true.
+
   /**
    * @param {{panel: HTMLElement, list: HTMLElement, summary: HTMLElement, button: HTMLElement,
-   *   close: HTMLElement}} parts
+   *   close: HTMLElement}} parts  `panel` scrolls; `list` holds the entries
    * @param {(line: number) => void} onJump  shows a line (selects and reveals it)
    */
   constructor(parts, onJump) {
     this.parts = parts;
     this.onJump = onJump;
-    /** @type {Map<string, object>} */
-    this.byKey = new Map();
+    /** @type {Set<string>} */
+    this.keys = new Set();
+    /** Errors, then warnings, then notices, each in line order. */
     this.sorted = [];
+    this.counts = {};
     this.current = null;
+    this.rowHeight = 0; // measured from the first entry drawn
+    this.drawPending = false;
     parts.button.addEventListener("click", () => this.toggle());
     parts.close.addEventListener("click", () => this.setOpen(false));
     parts.list.addEventListener("click", (event) => {
@@ -79,25 +91,45 @@ export class ProblemsPanel {
       event.preventDefault();
       this.jump(Number(item.dataset.line));
     });
-    this.render();
+    parts.panel.addEventListener("scroll", () => this.drawSoon(), { passive: true });
+    this.draw();
   }
 
   async load(api) {
     const { problems } = await getJson(`${api}/problems`);
-    for (const problem of problems) this.put(problem);
-    this.render();
+    const fresh = problems.filter((problem) => this.remember(problem));
+    if (!fresh.length) return;
+    this.sorted.push(...fresh);
+    this.sorted.sort(byRank);
+    this.draw();
   }
 
   /** A problem from the live stream. */
   add(problem) {
-    if (this.put(problem)) this.render();
+    if (!this.remember(problem)) return;
+    this.sorted.splice(this.placeOf(problem), 0, problem);
+    this.drawSoon();
   }
 
-  put(problem) {
+  /** Whether `problem` is new (the list and the stream may both name it); counts it. */
+  remember(problem) {
     const key = `${problem.line}|${problem.severity}|${problem.title}`;
-    if (this.byKey.has(key)) return false;
-    this.byKey.set(key, problem);
+    if (this.keys.has(key)) return false;
+    this.keys.add(key);
+    this.counts[problem.severity] = (this.counts[problem.severity] ?? 0) + 1;
     return true;
+  }
+
+  /** Where `problem` goes in `sorted`: after every entry that sorts before it or with it. */
+  placeOf(problem) {
+    let low = 0;
+    let high = this.sorted.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (byRank(this.sorted[middle], problem) <= 0) low = middle + 1;
+      else high = middle;
+    }
+    return low;
   }
 
   get open() {
@@ -107,6 +139,7 @@ export class ProblemsPanel {
   setOpen(on) {
     this.parts.panel.hidden = !on;
     this.parts.button.setAttribute("aria-pressed", String(on));
+    if (on) this.draw();
   }
 
   toggle() {
@@ -114,45 +147,81 @@ export class ProblemsPanel {
   }
 
   count(severity) {
-    return this.sorted.filter((p) => p.severity === severity).length;
+    return this.counts[severity] ?? 0;
   }
 
-  /** Error lines in order (for `e` / `E`). */
+  /** Error lines in order (for `e` / `E`): the first entries of `sorted`. */
   errorLines() {
-    return this.sorted.filter((p) => p.severity === "error").map((p) => p.line);
+    return this.sorted.slice(0, this.count("error")).map((p) => p.line);
   }
 
   /** The first error's line, or null. */
   firstError() {
-    return this.errorLines()[0] ?? null;
+    return this.count("error") ? this.sorted[0].line : null;
   }
 
   /** Step from line `from` to the next (`step` 1) or previous (-1) error, wrapping around. */
   stepError(from, step) {
-    const lines = [...new Set(this.errorLines())];
+    const lines = this.errorLines();
     if (!lines.length) return null;
     const next =
       step > 0 ? lines.find((line) => line > from) ?? lines[0]
-        : [...lines].reverse().find((line) => line < from) ?? lines[lines.length - 1];
+        : lines.findLast((line) => line < from) ?? lines[lines.length - 1];
     this.jump(next);
     return next;
   }
 
+  /** Mark the entries of line `line`, bring the first into the panel's view, show the line. */
   jump(line) {
     this.current = line;
-    for (const item of this.parts.list.children) {
-      item.classList.toggle("cur", Number(item.dataset.line) === line);
+    const index = this.sorted.findIndex((problem) => problem.line === line);
+    const { panel, list } = this.parts;
+    if (index >= 0 && this.open && this.rowHeight) {
+      const top = list.offsetTop + index * this.rowHeight;
+      const head = list.offsetTop;
+      if (top < panel.scrollTop + head || top + this.rowHeight > panel.scrollTop + panel.clientHeight) {
+        panel.scrollTop = Math.max(0, top - head - (panel.clientHeight - head) / 3);
+      }
     }
+    this.draw();
     this.onJump(line);
   }
 
-  render() {
-    this.sorted = [...this.byKey.values()].sort(
-      (a, b) => (RANK[a.severity] ?? 3) - (RANK[b.severity] ?? 3) || a.line - b.line,
-    );
+  drawSoon() {
+    if (this.drawPending) return;
+    this.drawPending = true;
+    requestAnimationFrame(() => {
+      this.drawPending = false;
+      this.draw();
+    });
+  }
+
+  /** The counts, and the entries in view (plus `OVERSCAN` either side). */
+  draw() {
+    this.summarize();
+    const { panel, list } = this.parts;
+    const total = this.sorted.length;
+    const row = this.rowHeight || 24;
+    const seen = Math.max(0, panel.scrollTop - list.offsetTop);
+    const first = Math.max(0, Math.floor(seen / row) - OVERSCAN);
+    const shown = Math.ceil(Math.max(panel.clientHeight, 600) / row) + 2 * OVERSCAN;
+    const last = Math.min(total, first + shown);
+    const entries = document.createDocumentFragment();
+    for (let n = first; n < last; n++) entries.append(this.item(this.sorted[n]));
+    list.replaceChildren(entries);
+    if (!this.rowHeight && list.firstElementChild && list.firstElementChild.offsetHeight) {
+      this.rowHeight = list.firstElementChild.offsetHeight;
+      return this.draw(); // again, with the true height
+    }
+    list.style.paddingTop = `${first * row}px`;
+    list.style.height = `${total * row}px`;
+  }
+
+  /** The counts in the panel's head and on the toolbar button. */
+  summarize() {
     const errors = this.count("error");
     const warnings = this.count("warning");
-    const { list, summary, button } = this.parts;
+    const { summary, button } = this.parts;
     const said = [];
     if (errors) said.push(`${errors} ${errors === 1 ? "error" : "errors"}`);
     if (warnings) said.push(`${warnings} ${warnings === 1 ? "warning" : "warnings"}`);
@@ -161,23 +230,29 @@ export class ProblemsPanel {
     summary.textContent = said.length ? said.join(", ") : "No problems found.";
     button.textContent = errors || warnings ? `Problems ${errors + warnings}` : "Problems";
     button.classList.toggle("has-errors", errors > 0);
-    list.replaceChildren();
-    for (const problem of this.sorted) {
-      const item = el("li", `problem p-${problem.severity}`);
-      item.dataset.line = String(problem.line);
-      item.title = `Line ${problem.line}`;
-      if (problem.line === this.current) item.classList.add("cur");
-      const where = problem.file
-        ? `${problem.file}${problem.line_in_file ? `:${problem.line_in_file}` : ""}`
-        : "";
-      item.append(
-        el("span", `an-icon an-${problem.severity}`, ICON[problem.severity] ?? "•"),
-        el("span", "p-title", problem.title),
-        el("span", "p-where", where),
-        el("a", "p-line", `L${problem.line}`),
-      );
-      item.querySelector(".p-line").href = `#L${problem.line}`;
-      list.append(item);
-    }
   }
+
+  item(problem) {
+    const item = el("li", `problem p-${problem.severity}`);
+    item.dataset.line = String(problem.line);
+    item.title = `Line ${problem.line}`;
+    if (problem.line === this.current) item.classList.add("cur");
+    const where = problem.file
+      ? `${problem.file}${problem.line_in_file ? `:${problem.line_in_file}` : ""}`
+      : "";
+    const link = el("a", "p-line", `L${problem.line}`);
+    link.href = `#L${problem.line}`;
+    item.append(
+      el("span", `an-icon an-${problem.severity}`, ICON[problem.severity] ?? "•"),
+      el("span", "p-title", problem.title),
+      el("span", "p-where", where),
+      link,
+    );
+    return item;
+  }
+}
+
+/** Errors first, then warnings, then notices (then anything else), each in line order. */
+function byRank(a, b) {
+  return (RANK[a.severity] ?? 3) - (RANK[b.severity] ?? 3) || a.line - b.line;
 }
