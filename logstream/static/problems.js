@@ -83,6 +83,8 @@ export class ProblemsPanel {
     this.current = null;
     this.rowHeight = 0; // measured from the first entry drawn
     this.drawPending = false;
+    this.drawn = { first: 0, last: 0 }; // the entries in the DOM: sorted[first..last)
+    this.stale = true; // whether they may differ from sorted[first..last)
     parts.button.addEventListener("click", () => this.toggle());
     parts.close.addEventListener("click", () => this.setOpen(false));
     parts.list.addEventListener("click", (event) => {
@@ -101,13 +103,16 @@ export class ProblemsPanel {
     if (!fresh.length) return;
     this.sorted.push(...fresh);
     this.sorted.sort(byRank);
+    this.stale = true;
     this.draw();
   }
 
   /** A problem from the live stream. */
   add(problem) {
     if (!this.remember(problem)) return;
-    this.sorted.splice(this.placeOf(problem), 0, problem);
+    const index = this.placeOf(problem);
+    this.sorted.splice(index, 0, problem);
+    if (index < this.drawn.last) this.stale = true; // (after the drawn ones: nothing to redraw)
     this.drawSoon();
   }
 
@@ -139,6 +144,7 @@ export class ProblemsPanel {
   setOpen(on) {
     this.parts.panel.hidden = !on;
     this.parts.button.setAttribute("aria-pressed", String(on));
+    this.stale = true;
     if (on) this.draw();
   }
 
@@ -183,6 +189,7 @@ export class ProblemsPanel {
         panel.scrollTop = Math.max(0, top - head - (panel.clientHeight - head) / 3);
       }
     }
+    this.stale = true;
     this.draw();
     this.onJump(line);
   }
@@ -196,25 +203,31 @@ export class ProblemsPanel {
     });
   }
 
-  /** The counts, and the entries in view (plus `OVERSCAN` either side). */
+  /** The counts, and while the panel is open the entries in view (plus `OVERSCAN` either
+   * side), redrawn only if they changed. */
   draw() {
     this.summarize();
     const { panel, list } = this.parts;
     const total = this.sorted.length;
     const row = this.rowHeight || 24;
+    list.style.height = `${total * row}px`;
+    if (!this.open) return;
     const seen = Math.max(0, panel.scrollTop - list.offsetTop);
     const first = Math.max(0, Math.floor(seen / row) - OVERSCAN);
     const shown = Math.ceil(Math.max(panel.clientHeight, 600) / row) + 2 * OVERSCAN;
     const last = Math.min(total, first + shown);
+    if (!this.stale && first === this.drawn.first && last === this.drawn.last) return;
+    this.drawn = { first, last };
+    this.stale = false;
     const entries = document.createDocumentFragment();
     for (let n = first; n < last; n++) entries.append(this.item(this.sorted[n]));
     list.replaceChildren(entries);
     if (!this.rowHeight && list.firstElementChild && list.firstElementChild.offsetHeight) {
       this.rowHeight = list.firstElementChild.offsetHeight;
+      this.stale = true;
       return this.draw(); // again, with the true height
     }
     list.style.paddingTop = `${first * row}px`;
-    list.style.height = `${total * row}px`;
   }
 
   /** The counts in the panel's head and on the toolbar button. */

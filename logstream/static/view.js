@@ -340,17 +340,27 @@ export class LogView {
   }
 
   isHidden(seq) {
-    for (const [a, b] of this.hidden) {
-      if (seq < a) return false;
-      if (seq <= b) return true;
+    return this.hiddenAt(seq) >= 0;
+  }
+
+  /** The index of the hidden range holding `seq`, or -1: a binary search (the ranges are
+   * sorted and disjoint; a log with thousands of folded groups asks this for every row). */
+  hiddenAt(seq) {
+    const hidden = this.hidden;
+    let low = 0;
+    let high = hidden.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (hidden[middle][0] <= seq) low = middle + 1;
+      else high = middle;
     }
-    return false;
+    return low > 0 && seq <= hidden[low - 1][1] ? low - 1 : -1;
   }
 
   /** The row that shows `seq`: itself, or the header of the folded group hiding it. */
   shownSeq(seq) {
-    for (const [a, b] of this.hidden) if (seq >= a && seq <= b) return a - 1;
-    return seq;
+    const at = this.hiddenAt(seq);
+    return at >= 0 ? this.hidden[at][0] - 1 : seq;
   }
 
   /** Cumulative block heights over the window: tops[i] is the y of block winLo + i. */
