@@ -26,6 +26,7 @@ import httpx
 from playwright.sync_api import Page, sync_playwright
 
 from benchmarks.problems_cost import PRODUCER
+from benchmarks.viewer_follow import OBSERVE
 
 # The same lines, written at a steady rate (argv[3] lines/s) in writes of 1,000; the job fails.
 FLUSH = """    if len(batch) >= 10000:
@@ -45,15 +46,6 @@ PACED_PRODUCER = (
     + "\nsys.exit(1)\n"
 )
 
-OBSERVE = """
-window.__long = [];
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) window.__long.push(Math.round(entry.duration));
-}).observe({ type: "longtask", buffered: true });
-window.__frames = 0;
-const count = () => { window.__frames++; requestAnimationFrame(count); };
-requestAnimationFrame(count);
-"""
 PRESS_E = """async (times) => {
   const took = [], handler = [];
   const panel = window.logstream.problems;

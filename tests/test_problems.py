@@ -12,6 +12,7 @@ import random
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -298,14 +299,20 @@ def test_the_prefilter_finds_every_line_a_rule_reports_or_completes() -> None:
 ALL_LINES = [line for name in CASES for line in corpus_lines(name)]
 
 
-def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool | Scanner) -> list[Problem]:
-    detector = Detector(prefilter=prefilter)
-    found: list[Problem] = []
+def blocks(lines: list[str], cuts: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """``lines`` cut at ``cuts`` (modulo their count): each block with its first line's number."""
     start = 0
     for cut in [*sorted({c % (len(lines) + 1) for c in cuts}), len(lines)]:
         if cut > start:
-            found += detector.feed(start + 1, lines[start:cut])
+            yield start + 1, lines[start:cut]
             start = cut
+
+
+def run_in_blocks(lines: list[str], cuts: list[int], prefilter: bool | Scanner) -> list[Problem]:
+    detector = Detector(prefilter=prefilter)
+    found: list[Problem] = []
+    for first, block in blocks(lines, cuts):
+        found += detector.feed(first, block)
     return found + detector.flush()
 
 
@@ -345,15 +352,11 @@ def run_skipping(lines: list[str], cuts: list[int], scanner: Scanner) -> list[Pr
     need every line, is only counted (``Detector.skip``)."""
     detector = Detector(prefilter=scanner)
     found: list[Problem] = []
-    start = 0
-    for cut in [*sorted({c % (len(lines) + 1) for c in cuts}), len(lines)]:
-        if cut > start:
-            block = lines[start:cut]
-            if not detector.needs_every_line and not scanner.any_sign("\n".join(block)):
-                detector.skip(len(block), block[-1], cut)
-            else:
-                found += detector.feed(start + 1, block)
-            start = cut
+    for first, block in blocks(lines, cuts):
+        if not detector.needs_every_line and not scanner.any_sign("\n".join(block)):
+            detector.skip(len(block), block[-1], first + len(block) - 1)
+        else:
+            found += detector.feed(first, block)
     return found + detector.flush()
 
 
