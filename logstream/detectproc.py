@@ -43,6 +43,7 @@ import mmap
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -97,7 +98,7 @@ class DetectorProcess:
         self._unanswered = 0
         self._answered_at = time.monotonic()
         self._waiting = trio.Event()  # set while requests are unanswered
-        self._shared_fd = os.memfd_create("logstream-detector", os.MFD_CLOEXEC)
+        self._shared_fd = _shared_memory_fd()
         os.ftruncate(self._shared_fd, SHARED_BYTES)
         self._shared = mmap.mmap(self._shared_fd, SHARED_BYTES)
         self._regions: deque[tuple[int, int]] = deque()  # in use, oldest first
@@ -244,6 +245,15 @@ class DetectorProcess:
         self._frees.clear()
         for client in clients.values():
             client.detection_lost()
+
+
+def _shared_memory_fd() -> int:
+    """A file descriptor for memory to share with the child (Linux: a memfd; elsewhere an
+    unlinked temporary file, which the page cache keeps in memory just the same)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("logstream-detector", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile(prefix="logstream-detector-") as file:
+        return os.dup(file.fileno())
 
 
 def _child_environment() -> dict[str, str]:
