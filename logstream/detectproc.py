@@ -95,14 +95,14 @@ class DetectorProcess:
         self._keys = itertools.count(1)
         self._out = bytearray()
         self._has_out = trio.Event()
-        self._unanswered = 0
         self._answered_at = time.monotonic()
         self._waiting = trio.Event()  # set while requests are unanswered
         self._shared_fd = _shared_memory_fd()
         os.ftruncate(self._shared_fd, SHARED_BYTES)
         self._shared = mmap.mmap(self._shared_fd, SHARED_BYTES)
         self._regions: deque[tuple[int, int]] = deque()  # in use, oldest first
-        self._frees: deque[bool] = deque()  # per unanswered request: whether it holds one
+        #: Per unanswered request, oldest first: whether it holds a region.
+        self._unanswered: deque[bool] = deque()
 
     def open(
         self, client: DetectionClient, matchers: Sequence[Matcher], cwd: str | None
@@ -162,8 +162,7 @@ class DetectorProcess:
             if not self._unanswered:
                 self._answered_at = time.monotonic()
                 self._waiting.set()
-            self._unanswered += 1
-            self._frees.append(frees)
+            self._unanswered.append(frees)
         self._out += frame(message)
         self._has_out.set()
 
@@ -216,8 +215,7 @@ class DetectorProcess:
                 if not key:
                     self.ready.set()
                     continue
-                self._unanswered -= 1
-                if self._frees.popleft():
+                if self._unanswered.popleft():
                     self._regions.popleft()
                 self._answered_at = time.monotonic()
                 if not self._unanswered:
@@ -242,7 +240,7 @@ class DetectorProcess:
         clients, self._clients = self._clients, {}
         self._out = bytearray()
         self._regions.clear()
-        self._frees.clear()
+        self._unanswered.clear()
         for client in clients.values():
             client.detection_lost()
 

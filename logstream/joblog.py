@@ -88,7 +88,6 @@ class LiveLog:
         self.problems = ProblemList()
         self._unwritten_problems: list[bytes] = []
         self._next = stored + 1  # the number of the next line appended
-        self._accepting = True  # until ``finish`` or ``release``
         # With the detector process: the blocks held until it answers, and the requests it has
         # not answered (what this process detects instead if it is lost).
         self._detection: DetectorProcess | None = None
@@ -96,7 +95,8 @@ class LiveLog:
         self._held: deque[Block] = deque()
         self._held_bytes = 0
         self._unanswered: deque[tuple[int, bool, str, int]] = deque()
-        self._closing: tuple[str, int | None] | None = None  # (status, exit code) or release
+        #: Set by ``finish`` (status, exit code) or ``release``: no more lines are taken.
+        self._closing: tuple[str, int | None] | None = None
         self._child_needs_every_line = False
         # Per stream (stdout, stderr): lines not sent to the detector process since its last
         # request (count, last text, last line's number).
@@ -138,7 +138,7 @@ class LiveLog:
 
         ``joined``, if given, is ``"\\n".join(lines)`` (the runner has it: the detector need not
         join the block again)."""
-        if not lines or not self._accepting:
+        if not lines or self._closing is not None:
             return
         first = self._next
         payload = sse.encode_lines(first, lines, stderr=stderr)
@@ -167,7 +167,7 @@ class LiveLog:
         a hole raises ``StorageError``. Never blocks.
         """
         expected = self._next
-        if not self._accepting or block.last < expected:
+        if self._closing is not None or block.last < expected:
             return expected - 1
         if block.first > expected:
             raise StorageError(f"lines {expected}..{block.first - 1} are missing")
@@ -264,7 +264,7 @@ class LiveLog:
         self._detection = None
         unanswered, self._unanswered = self._unanswered, deque()
         for first, stderr, text, through in unanswered:
-            self._found(self.detector.feed(first, text.split("\n"), stderr=stderr), through)
+            self._detect(first, text.split("\n"), stderr, through)
             self._release_held(through)
         self._release_held(self._next - 1)
         if self._closing is not None:
@@ -289,9 +289,8 @@ class LiveLog:
         self._end_input((status, exit_code))
 
     def _end_input(self, closing: tuple[str, int | None]) -> None:
-        if not self._accepting:
+        if self._closing is not None:
             return
-        self._accepting = False
         self._closing = closing
         if self._detection is not None:
             self._send_skipped()

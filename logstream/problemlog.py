@@ -90,12 +90,10 @@ class ProblemList:
     Rows from the detector process (``add_rows``) become ``Found`` objects only when someone
     reads ``found``: the runner's path does no work per problem (docs/problems.md)."""
 
-    def __init__(self, found: list[Found] | None = None) -> None:
+    def __init__(self) -> None:
         self._found: list[Found] = []
         self._rows: list[Row] = []
         self.counts: dict[str, int] = dict.fromkeys(SHOWN_SEVERITIES, 0)
-        if found:
-            self.add(found)
 
     @property
     def found(self) -> list[Found]:
@@ -103,9 +101,6 @@ class ProblemList:
             rows, self._rows = self._rows, []
             self._found.extend(map(Found.from_row, rows))
         return self._found
-
-    def __len__(self) -> int:
-        return len(self._found) + len(self._rows)
 
     def add(self, found: list[Found]) -> None:
         self.found.extend(found)

@@ -37,7 +37,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from logstream.matchers import (
     BUILTIN_MATCHERS,
@@ -50,6 +50,9 @@ from logstream.matchers import (
     severity_of,
 )
 from logstream.workflow import Command, parse_command
+
+if TYPE_CHECKING:
+    import hyperscan
 
 # What every line a built-in rule can report holds (a test checks each rule against them): a
 # few regular expressions, each beginning with one literal character so that ``re`` scans a
@@ -666,9 +669,7 @@ class HyperscanScanner(Scanner):
     def scan(self, lines: Sequence[str], joined: str | None = None) -> tuple[list[int], list[int]]:
         data = _joined(lines, joined).encode("utf-8", "surrogatepass")
         hits: list[tuple[int, int]] = []
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = self._hyperscan.Scratch(self._database)
+        scratch = self._scratch()
         self._database.scan(data, match_event_handler=_on_match, context=hits, scratch=scratch)
         if not hits:
             return [], []
@@ -686,11 +687,16 @@ class HyperscanScanner(Scanner):
                 signs.append(1 << sign)
         return indices, signs
 
-    def any_sign(self, joined: str) -> bool:
-        data = _joined((), joined).encode("utf-8", "surrogatepass")
+    def _scratch(self) -> hyperscan.Scratch:
+        """Hyperscan's scratch space for this thread (one per thread that scans)."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = self._hyperscan.Scratch(self._database)
+        return scratch
+
+    def any_sign(self, joined: str) -> bool:
+        data = _joined((), joined).encode("utf-8", "surrogatepass")
+        scratch = self._scratch()
         try:
             self._database.scan(data, match_event_handler=_stop, scratch=scratch)
         except self._hyperscan.ScanTerminated:
