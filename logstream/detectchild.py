@@ -1,4 +1,4 @@
-"""The detector process's own side: ``python -m logstream.detectchild FD`` (see ``detectproc``).
+"""The detector process's own side: ``child_main(FD)`` (see ``detectproc``, which starts it).
 
 It reads requests on stdin, detects with one ``problems.Detector`` per job, reads each block's
 text from the memory shared with its parent (the file descriptor ``FD``), and answers each

@@ -33,7 +33,9 @@ Failure: if the child cannot start, exits, or leaves a request unanswered for ``
 is killed and every job it served goes on in process (``LiveLog.detection_lost``): the held
 blocks are detected there and released, so no line is lost or stuck; what the child knew (a
 traceback under way, matchers added by ``::add-matcher::``) is lost with it. The next job
-starts a new child.
+starts a new child; one that never started is not tried again. Whatever happens, the child
+is killed before its jobs are told, and a job that fails to take an answer (a bug) is that
+job's trouble only: this task never raises (a trio system task that raises ends the run).
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -59,6 +61,8 @@ from logstream.problemlog import Row
 
 #: A request unanswered this long (real time) means a stuck child: it is killed.
 STALL_S = 10.0
+#: What its jobs do once the child is lost.
+LOST = "problems are found in this process from now on"
 #: Memory shared with the child: each block's text goes there (a copy, no system call); a
 #: block that finds no room goes in its request instead.
 SHARED_BYTES = 16 << 20
@@ -88,6 +92,9 @@ class DetectorProcess:
 
     def __init__(self) -> None:
         self.lost = False
+        #: The child answered once: it can run (``shared_process`` does not retry one that
+        #: could not).
+        self.started = False
         self.pid: int | None = None  # the child's, once started
         #: Set once the child answers (it has imported and compiled its rules) or is lost.
         self.ready = trio.Event()
@@ -170,14 +177,15 @@ class DetectorProcess:
         """Start the child and serve it until it ends; then its jobs detect in process."""
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "logstream.detectchild", str(self._shared_fd)],
+                _child_command(self._shared_fd),
                 pass_fds=(self._shared_fd,),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=_child_environment(),
                 start_new_session=True,  # a Ctrl-C for the job's terminal is not for it
             )
-        except OSError:
+        except OSError as error:
+            _say(f"the detector process cannot start ({error}): {LOST}")
             self._lose()
             return
         finally:
@@ -189,16 +197,19 @@ class DetectorProcess:
                 nursery.start_soon(self._send_loop, process.stdin)
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
                 await self._receive_loop(process.stdout)
+                _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # the child died: its jobs go on in process
-        except Exception as error:  # a system task must not raise: say it, go on in process
-            sys.stderr.write(f"logstream: the detector process failed: {error!r}\n")
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
+        except* Exception as group:  # a system task must not raise: say it, go on in process
+            _say(f"the detector process failed ({group.exceptions[0]!r}): {LOST}")
         finally:
-            self._lose()
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+            process.kill()  # first: nothing below may leave it behind, stopped or stuck
+            try:
+                self._lose()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await process.wait()
 
     async def _send_loop(self, stdin: trio.abc.SendStream) -> None:
         while True:
@@ -213,6 +224,8 @@ class DetectorProcess:
             buffer += data
             for key, through, rows, records, last, needs_every_line in unframe(buffer):
                 if not key:
+                    self.started = True
+                    self._answered_at = time.monotonic()
                     self.ready.set()
                     continue
                 if self._unanswered.popleft():
@@ -222,13 +235,14 @@ class DetectorProcess:
                     self._waiting = trio.Event()
                 client = self._clients.pop(key) if last else self._clients.get(key)
                 if client is not None:
-                    client.detected(through, rows, records, last, needs_every_line)
+                    _tell(client.detected, through, rows, records, last, needs_every_line)
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
         while True:
             await self._waiting.wait()
             await trio.sleep(min(1.0, STALL_S / 4))
             if self._unanswered and time.monotonic() - self._answered_at >= STALL_S:
+                _say(f"the detector process did not answer for {STALL_S:g} s: killed; {LOST}")
                 scope.cancel()
                 return
 
@@ -242,7 +256,7 @@ class DetectorProcess:
         self._regions.clear()
         self._unanswered.clear()
         for client in clients.values():
-            client.detection_lost()
+            _tell(client.detection_lost)
 
 
 def _shared_memory_fd() -> int:
@@ -254,23 +268,65 @@ def _shared_memory_fd() -> int:
         return os.dup(file.fileno())
 
 
+#: Starts the child from this very copy of logstream (its ``__init__.py`` is the first argument),
+#: whatever the child's path holds: run with ``-P``, the server's folder is not on it, so a
+#: project's ``json.py`` or ``logstream/`` there cannot shadow the standard library or us.
+_BOOTSTRAP = """\
+import importlib.util, os, sys
+init = sys.argv[1]
+spec = importlib.util.spec_from_file_location(
+    "logstream", init, submodule_search_locations=[os.path.dirname(init)]
+)
+package = importlib.util.module_from_spec(spec)
+sys.modules["logstream"] = package
+spec.loader.exec_module(package)
+from logstream.detectchild import child_main
+child_main(int(sys.argv[2]))
+"""
+
+
+def _child_command(shared_fd: int) -> list[str]:
+    return [sys.executable, "-P", "-c", _BOOTSTRAP, logstream.__file__, str(shared_fd)]
+
+
 def _child_environment() -> dict[str, str]:
-    """This environment, with this copy of logstream importable first."""
-    env = dict(os.environ)
-    root = str(Path(logstream.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
+    """This environment without logstream's own settings: they hold tokens and a Redis URL,
+    and the child needs none of them."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("LOGSTREAM_")}
+
+
+async def _exit_reason(process: trio.Process) -> str:
+    """Why the child ended (it closed its output: it has ended, or is about to)."""
+    with trio.move_on_after(1):
+        await process.wait()
+    code = process.returncode
+    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"logstream: {message}\n")
+
+
+def _tell(call: Callable[..., None], *args: Any) -> None:
+    """Hand a job an answer; a bug there is that job's, not every job's: say it, go on."""
+    try:
+        call(*args)
+    except Exception:
+        _say("problem detection failed for a job (its problems may be incomplete):")
+        traceback.print_exc()
 
 
 _shared: trio.lowlevel.RunVar[DetectorProcess] = trio.lowlevel.RunVar("detector_process")
 
 
 def shared_process() -> DetectorProcess:
-    """This trio run's detector process, started (as a system task) if there is none alive."""
+    """This trio run's detector process, started (as a system task) if there is none alive.
+
+    One that was lost after it started is replaced; one that never started is not retried."""
     try:
         process = _shared.get()
-        if not process.lost:
-            return process
+        if not process.lost or not process.started:
+            return process  # alive, or could not start (then jobs detect in process)
     except LookupError:
         pass
     process = DetectorProcess()

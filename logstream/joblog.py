@@ -20,7 +20,9 @@ backend (``Backend.open_log``).
 
 from __future__ import annotations
 
+import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -108,7 +110,14 @@ class LiveLog:
 
     @property
     def last(self) -> int:
+        """The last line readers can have (in the ring)."""
         return self.ring.last
+
+    @property
+    def received(self) -> int:
+        """The last line taken: readers have it, or will once the detector process has
+        answered for it (held blocks). What a remote runner is told the server has."""
+        return self._next - 1
 
     @property
     def ended(self) -> bool:
@@ -157,7 +166,7 @@ class LiveLog:
             self._detect_elsewhere(first, stderr, text, block.last)
             self._hold(block)
             return
-        self._found(self.detector.feed(first, lines, stderr=stderr, joined=joined), block.last)
+        self._detect_here(first, lines, stderr, block.last, joined)
         self._add(block)
 
     def append_block(self, block: Block) -> int:
@@ -196,7 +205,17 @@ class LiveLog:
         if self._detection is not None:
             self._detect_elsewhere(first, stderr, "\n".join(lines), through)
         else:
-            self._found(self.detector.feed(first, lines, stderr=stderr), through)
+            self._detect_here(first, lines, stderr, through)
+
+    def _detect_here(
+        self, first: int, lines: list[str], stderr: bool, through: int, joined: str | None = None
+    ) -> None:
+        try:
+            problems = self.detector.feed(first, lines, stderr=stderr, joined=joined)
+        except Exception:
+            _rule_failed()
+            return
+        self._found(problems, through)
 
     def _may_skip(self, count: int, text: str) -> bool:
         """Whether these lines may skip the detector process (``detectproc``): few, with no
@@ -303,7 +322,10 @@ class LiveLog:
         if self._closing is RELEASED:
             self._released = True
         else:
-            self._found(self.detector.flush(), self.ring.last)
+            try:
+                self._found(self.detector.flush(), self.ring.last)
+            except Exception:
+                _rule_failed()
             self._job = self._job.ending(*self._closing)
             self._ended = True
         self._queued.set()
@@ -422,3 +444,9 @@ class LiveLog:
     @property
     def _stopping(self) -> bool:
         return self._ended or self._released
+
+
+def _rule_failed() -> None:
+    """A bug in a rule must not stop the job's lines (as in the detector process): say it."""
+    sys.stderr.write("logstream: problem detection failed (the job's lines are kept):\n")
+    traceback.print_exc()

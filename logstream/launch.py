@@ -125,8 +125,8 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         pid=os.getpid(),
         meta=spec.meta,
     )
+    log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
     try:
-        log = LiveLog(writer, spec.ring_lines, on_write_error=_say_on_stderr)
         cwd = spec.cwd or Path.cwd()
         log.detector = Detector(spec.matchers, read_file=matcher_file_reader(cwd))
         if not spec.detect_in_process:
@@ -135,6 +135,7 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         catalog.add_live(log)
         await nursery.start(log.run_writer)
     except BaseException:
+        log.release()  # the detector process forgets the job
         with trio.CancelScope(shield=True):
             await writer.release()
         raise

@@ -41,7 +41,7 @@ import trio
 
 from logstream.backends.protocol import Backend, Cursor, Job, JobLog, Read
 from logstream.catalog import Catalog
-from logstream.detectproc import shared_process
+from logstream.detectproc import STALL_S, shared_process
 from logstream.errors import Conflict as StateConflict
 from logstream.errors import JobExists, StorageError, UnknownJob
 from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, RemoteJobSpec
@@ -93,6 +93,11 @@ class RemoteLog:
             return self.live.last
         assert self.stored is not None
         return self.stored.last
+
+    @property
+    def received(self) -> int:
+        """The last line the server has taken from the runner (``LiveLog.received``)."""
+        return self.live.received if self.live is not None else self.last
 
     @property
     def ended(self) -> bool:
@@ -158,7 +163,8 @@ class RemoteJobs:
 
     async def close(self) -> None:
         """Store what the live logs hold and stop (the server stops; runners resume later)."""
-        with trio.move_on_after(5):
+        # (long enough for a stuck detector process to be found out: its held lines go too)
+        with trio.move_on_after(STALL_S + 5):
             for remote in list(self._logs.values()):
                 if remote.live is not None:
                     remote.live.release()
@@ -194,7 +200,7 @@ class RemoteJobs:
         async with remote.lock:
             if not remote.ended:
                 await self._activate(remote, job_id)
-            return remote.last, remote.ended, created
+            return remote.received, remote.ended, created
 
     async def append(self, job_id: str, records: Records, owner: str) -> int:
         """Store the lines of ``records`` the server lacks; the last line stored."""
@@ -210,9 +216,9 @@ class RemoteJobs:
                 )
             except StorageError:
                 raise Conflict(
-                    f"lines {live.last + 1}..{records.first - 1} are missing: "
-                    f"send from line {live.last + 1}",
-                    live.last,
+                    f"lines {live.received + 1}..{records.first - 1} are missing: "
+                    f"send from line {live.received + 1}",
+                    live.received,
                 ) from None
             remote.seen_at = trio.current_time()
             # The backend far behind: the runner waits, and keeps its lines meanwhile.
@@ -226,10 +232,11 @@ class RemoteJobs:
             if remote.ended:
                 return remote.last
             live = await self._activate(remote, job_id)
-            if live.last != end.lines:
+            if live.received != end.lines:
                 raise Conflict(
-                    f"the job has {end.lines} lines, the server {live.last}: send the rest first",
-                    live.last,
+                    f"the job has {end.lines} lines, the server {live.received}: "
+                    "send the rest first",
+                    live.received,
                 )
             live.finish(end.status, end.exit_code)
             await live.wait_closed()

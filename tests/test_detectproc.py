@@ -9,18 +9,22 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logstream import detectproc, logformat
+from logstream import detectproc, logformat, sse
 from logstream.backends.datadir import DataDirBackend
 from logstream.detectchild import frame, unframe
 from logstream.detectproc import SHARED_BYTES, DetectorProcess, shared_process
 from logstream.joblog import LiveLog
 from logstream.problemlog import decode_records
+from logstream.problems import Detector
+
+from .conftest import Server
 
 DEADLINE_S = 30
 
@@ -173,6 +177,121 @@ async def test_a_child_that_cannot_start_leaves_detection_here(
             await log.wait_closed()
     assert process.lost
     assert stored(path) == (list(range(1, 3 * 51 + 1)), [(51 * (n + 1), f"e{n}") for n in range(3)])
+
+
+async def test_the_child_is_not_started_again_for_every_job_when_it_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    assert process.lost and not process.started
+    assert shared_process() is process  # the next job detects in process at once
+
+
+async def test_the_servers_folder_and_settings_do_not_reach_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A project's own json.py, struct.py or logstream/ in the folder the server runs in must
+    # not shadow the standard library or logstream in the child; its tokens stay out of it.
+    for name in ["json.py", "struct.py", "pickle.py", "logstream/__init__.py"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("raise SystemExit('shadowed')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOGSTREAM_TOKEN", "viewer-secret")
+    monkeypatch.setenv("LOGSTREAM_INGEST_TOKEN", "runner-secret")
+    log, path = await job(tmp_path / "data")
+    process = shared_process()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        with trio.fail_after(DEADLINE_S):
+            await process.ready.wait()
+        assert process.started and not process.lost and process.pid is not None
+        environ = await trio.Path(f"/proc/{process.pid}/environ").read_bytes()
+        assert b"secret" not in environ and b"LOGSTREAM_" not in environ
+        await append_blocks(log, range(2))
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert not process.lost
+    assert stored(path) == (list(range(1, 2 * 51 + 1)), [(51, "e0"), (102, "e1")])
+
+
+async def test_a_rule_that_raises_here_after_the_child_is_lost_loses_no_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Detection falls back to this process inside the detector's own task: a bug in a rule
+    # there must neither end the server (a system task that raises does) nor hold lines.
+    def broken(*args: object, **kwargs: object) -> NoReturn:
+        raise RuntimeError("a broken rule")
+
+    log, path = await job(tmp_path)
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    assert process.pid is not None
+    log.detect_elsewhere(process)
+    monkeypatch.setattr(Detector, "feed", broken)  # here only: the child has its own
+    monkeypatch.setattr(Detector, "flush", broken)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        os.kill(process.pid, signal.SIGSTOP)
+        await append_blocks(log, range(3))  # held: the child cannot answer
+        assert log.last == 0 and log.received == 3 * 51
+        os.kill(process.pid, signal.SIGKILL)
+        await wait_for_line(log, 3 * 51)  # detected here (and failed), released all the same
+        assert process.lost
+        await append_blocks(log, range(3, 5))
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    seqs = [seq for seq, _stream, _text in logformat.iter_lines((path / "log").read_bytes())]
+    assert seqs == list(range(1, 5 * 51 + 1))
+    assert log.job.status == "failed"
+    err = capfd.readouterr().err
+    assert "problem detection failed (the job's lines are kept)" in err and "a broken rule" in err
+
+
+async def test_a_runner_may_end_its_job_while_the_child_still_holds_its_lines(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server has the lines (it answered so) even while the detector process holds them
+    # from readers: an end right after them must wait for them, not be refused.
+    monkeypatch.setattr(detectproc, "STALL_S", 0.5)
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    assert process.pid is not None
+    async with server.client() as client:
+        created = await client.put(
+            "/api/ingest/jobs/held-job", json={"name": "held", "command": ["make"]}
+        )
+        assert created.status_code == 201
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            lines = error_block(0)
+            sent = await client.post(
+                "/api/ingest/jobs/held-job/lines",
+                content=sse.encode_lines(1, lines),
+                headers={"Content-Type": "text/event-stream"},
+            )
+            assert sent.json() == {"last": 51}
+            again = await client.put(
+                "/api/ingest/jobs/held-job", json={"name": "held", "command": ["make"]}
+            )
+            assert again.json()["last"] == 51  # nothing to send again
+            end = await client.post(
+                "/api/ingest/jobs/held-job/end",
+                json={"status": "failed", "exit_code": 2, "lines": 51},
+            )
+            assert end.status_code == 200, end.text
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed as stuck by then
+                os.kill(process.pid, signal.SIGCONT)
+        job = (await client.get("/api/jobs/held-job")).json()
+        assert (job["status"], job["lines"], job["problems"]["error"]) == ("failed", 51, 1)
 
 
 async def test_lines_with_no_sign_skip_the_child_unless_a_problem_is_under_way(

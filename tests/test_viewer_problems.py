@@ -85,6 +85,20 @@ def test_a_failed_job_opens_at_its_first_error_and_the_panel_steps_through_error
     expect(panel).to_be_visible()
 
 
+def test_a_failed_job_with_200_000_problems_opens_at_its_first_one_with_all_counted(
+    page: Page, serve: Child, tmp_path: Path
+) -> None:
+    many = "for n in range(200_000): print(f'src/f{n}.c:1:2: error: e{n}')\nraise SystemExit(1)"
+    job_id = finished_job(tmp_path / "data", sys.executable, "-c", many)
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    expect(page.locator("#problems-summary")).to_have_text("200000 errors")
+    expect(page.locator("#problems .problem .p-title").first).to_have_text("e0")
+    expect(row(page, 1)).to_have_class(_has("sel"))
+    page.locator("#log").focus()
+    page.keyboard.press("Shift+E")  # from the first error back round to the last
+    expect(row(page, 200_000)).to_have_class(_has("sel"))
+
+
 def test_a_succeeded_job_opens_at_its_tail_with_annotations_and_no_endgroup_lines(
     page: Page, serve: Child, tmp_path: Path
 ) -> None:

@@ -101,8 +101,8 @@ export class ProblemsPanel {
     const { problems } = await getJson(`${api}/problems`);
     const fresh = problems.filter((problem) => this.remember(problem));
     if (!fresh.length) return;
-    this.sorted.push(...fresh);
-    this.sorted.sort(byRank);
+    // (concat, not push(...fresh): spreading 150,000 arguments overflows the stack)
+    this.sorted = this.sorted.concat(fresh).sort(byRank);
     this.stale = true;
     this.draw();
   }
