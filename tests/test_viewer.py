@@ -199,6 +199,8 @@ def test_ansi_parser_and_group_markers_behave_like_a_terminal(
         ["start", "bk", "Tests"],
         None,
         None,
+        *[None] * 6,
+        ["start", "bk", "Failing tests"],
     ]
     assert out["groups"] == [
         ["outer", 1, 6, 0],

@@ -23,6 +23,10 @@ async () => {
     m("\x1b[0Ksection_start:1560896352:my_section[collapsed=true]\r\x1b[0KHeader text"),
     m("\x1b[0Ksection_end:1560896353:my_section\r\x1b[0K"),
     m("--- :hammer: Build"), m("+++ Tests"), m("plain"), m("---no space"),
+    // Go's test results and a diff's file lines are output, not headers.
+    m("--- FAIL: TestAdd (0.00s)"), m("--- PASS: TestSub (0.01s)"), m("--- a/src/x.c"),
+    m("+++ b/src/x.c"), m("--- /dev/null"), m("+++ new.txt\t2026-12-05 18:00:00.000000000 +0000"),
+    m("--- Failing tests"),
   ];
   const g = model.pairGroups([
     {kind: "start", style: "gl", name: "outer", key: "o", seq: 1, ts: 1000},

@@ -179,6 +179,14 @@ const GITLAB_END = /section_end:(\d+):([A-Za-z0-9_.-]+)/;
  * @returns {{kind: "start"|"end"|"expand", style: "gh"|"gl"|"bk", name: string, ts?: number,
  *   seq?: number, collapsed?: boolean, sigil?: string} | null}
  */
+/**
+ * Lines that start like a Buildkite header but are a tool's output: Go's test results (`---
+ * FAIL: TestAdd (0.00s)`, followed by the failure itself, which a folded group would hide) and
+ * the file lines of a unified diff (`--- a/x.c`, `+++ b/x.c`, `/dev/null`, `diff -u`'s dates).
+ */
+const NOT_A_HEADER =
+  /^(--- (FAIL|PASS|SKIP): |(---|\+\+\+) ([ab]\/|\/dev\/null(\s|$))|(---|\+\+\+) \S.*\t\d{4}-\d\d-\d\d )/;
+
 export function parseMarker(text) {
   // Cheap rejections first: this runs on every stored line.
   const c = text.charCodeAt(0);
@@ -202,7 +210,7 @@ export function parseMarker(text) {
   if (m) return { kind: "end", style: "gl", name: "", key: m[2], ts: +m[1] * 1000 };
   if (/^\^\^\^ \+\+\+\s*$/.test(bare)) return { kind: "expand", style: "bk", name: "" };
   m = /^(---|\+\+\+|~~~) (.*)$/.exec(bare);
-  if (m) {
+  if (m && !NOT_A_HEADER.test(bare)) {
     return { kind: "start", style: "bk", name: m[2].trim(), sigil: m[1], collapsed: m[1] !== "+++" };
   }
   return null;
