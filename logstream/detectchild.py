@@ -67,7 +67,7 @@ def matcher_file_reader(cwd: Path) -> Callable[[str], str]:
 class _Jobs:
     """The child's side: one ``Detector`` per open job."""
 
-    def __init__(self, shared: mmap.mmap) -> None:
+    def __init__(self, shared: mmap.mmap | None) -> None:
         from logstream.problems import Detector, best_scanner
 
         self._shared = shared
@@ -95,6 +95,7 @@ class _Jobs:
             if not last:
                 first, stderr, text = message[2:5]
                 if isinstance(text, tuple):  # where it is in the shared memory
+                    assert self._shared is not None  # (only then do regions come)
                     start, end = text
                     text = self._shared[start:end].decode("utf-8", "surrogatepass")
                 if detector is not None:
@@ -120,7 +121,8 @@ class _Jobs:
 
 def child_main(shared_fd: int) -> None:
     """Answer requests on stdin until it closes (the serving process ended or died)."""
-    jobs = _Jobs(mmap.mmap(shared_fd, 0, prot=mmap.PROT_READ))
+    shared = mmap.mmap(shared_fd, 0, prot=mmap.PROT_READ) if shared_fd >= 0 else None
+    jobs = _Jobs(shared)
     buffer = bytearray()
     os.write(1, frame(READY))
     while True:

@@ -92,9 +92,11 @@ class DetectorProcess:
 
     def __init__(self) -> None:
         self.lost = False
-        #: The child answered once: it can run (``shared_process`` does not retry one that
-        #: could not).
+        #: The child answered once (it has imported and compiled its rules).
         self.started = False
+        #: It could not start, or failed before it answered: ``shared_process`` does not try
+        #: again (it would fail for every job).
+        self.failed_to_start = False
         self.pid: int | None = None  # the child's, once started
         #: Set once the child answers (it has imported and compiled its rules) or is lost.
         self.ready = trio.Event()
@@ -104,9 +106,7 @@ class DetectorProcess:
         self._has_out = trio.Event()
         self._answered_at = time.monotonic()
         self._waiting = trio.Event()  # set while requests are unanswered
-        self._shared_fd = _shared_memory_fd()
-        os.ftruncate(self._shared_fd, SHARED_BYTES)
-        self._shared = mmap.mmap(self._shared_fd, SHARED_BYTES)
+        self._shared_fd, self._shared = _shared_memory()
         self._regions: deque[tuple[int, int]] = deque()  # in use, oldest first
         #: Per unanswered request, oldest first: whether it holds a region.
         self._unanswered: deque[bool] = deque()
@@ -123,13 +123,14 @@ class DetectorProcess:
         return key
 
     def feed(self, key: int, first: int, stderr: bool, text: str, through: int) -> None:
-        data = text.encode("utf-8", "surrogatepass")
+        shared = self._shared
+        data = text.encode("utf-8", "surrogatepass") if shared is not None else b""
         region = self._place(len(data))
-        if region is None:
+        if shared is None or region is None:
             self._send(("feed", key, first, stderr, text, through))
             return
         start, end = region
-        self._shared[start:end] = data
+        shared[start:end] = data
         self._send(("feed", key, first, stderr, region, through), frees=True)
 
     def skip(self, key: int, stderr: bool, count: int, last_text: str, last_seq: int) -> None:
@@ -178,18 +179,20 @@ class DetectorProcess:
         try:
             process = await trio.lowlevel.open_process(
                 _child_command(self._shared_fd),
-                pass_fds=(self._shared_fd,),
+                pass_fds=() if self._shared_fd < 0 else (self._shared_fd,),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=_child_environment(),
                 start_new_session=True,  # a Ctrl-C for the job's terminal is not for it
             )
-        except OSError as error:
-            _say(f"the detector process cannot start ({error}): {LOST}")
+        except Exception as error:  # OSError, or no sys.executable at all
+            _say(f"the detector process cannot start ({error!r}): {LOST}")
+            self.failed_to_start = True
             self._lose()
             return
         finally:
-            os.close(self._shared_fd)  # the mapping stays
+            if self._shared_fd >= 0:
+                os.close(self._shared_fd)  # the mapping stays
         self.pid = process.pid
         try:
             assert process.stdin is not None and process.stdout is not None
@@ -197,7 +200,10 @@ class DetectorProcess:
                 nursery.start_soon(self._send_loop, process.stdin)
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
                 await self._receive_loop(process.stdout)
-                _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
+                reason = await _exit_reason(process)
+                # (a Python error before its first answer: it would fail again, every job)
+                self.failed_to_start = not self.started and (process.returncode or 0) > 0
+                _say(f"the detector process ended ({reason}): {LOST}")
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
@@ -234,8 +240,12 @@ class DetectorProcess:
                 if not self._unanswered:
                     self._waiting = trio.Event()
                 client = self._clients.pop(key) if last else self._clients.get(key)
-                if client is not None:
-                    _tell(client.detected, through, rows, records, last, needs_every_line)
+                if client is None:
+                    continue
+                if not _tell(client.detected, through, rows, records, last, needs_every_line):
+                    # That job detects in process from now on: its lines must not wait.
+                    self._clients.pop(key, None)
+                    _tell(client.detection_lost)
 
     async def _watchdog(self, scope: trio.CancelScope) -> None:
         while True:
@@ -259,13 +269,25 @@ class DetectorProcess:
             _tell(client.detection_lost)
 
 
-def _shared_memory_fd() -> int:
-    """A file descriptor for memory to share with the child (Linux: a memfd; elsewhere an
-    unlinked temporary file, which the page cache keeps in memory just the same)."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("logstream-detector", os.MFD_CLOEXEC)
-    with tempfile.TemporaryFile(prefix="logstream-detector-") as file:
-        return os.dup(file.fileno())
+def _shared_memory() -> tuple[int, mmap.mmap | None]:
+    """Memory to share with the child, and its file descriptor (Linux: a memfd; elsewhere an
+    unlinked temporary file, which the page cache keeps in memory just the same). ``(-1,
+    None)`` if there is none to be had (no descriptor or memory left): then every block's text
+    goes in its request."""
+    fd = -1
+    try:
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("logstream-detector", os.MFD_CLOEXEC)
+        else:
+            with tempfile.TemporaryFile(prefix="logstream-detector-") as file:
+                fd = os.dup(file.fileno())
+        os.ftruncate(fd, SHARED_BYTES)
+        return fd, mmap.mmap(fd, SHARED_BYTES)
+    except OSError as error:
+        _say(f"no memory to share with the detector process ({error}): blocks go by pipe")
+        if fd >= 0:
+            os.close(fd)
+        return -1, None
 
 
 #: Starts the child from this very copy of logstream (its ``__init__.py`` is the first argument),
@@ -300,20 +322,25 @@ async def _exit_reason(process: trio.Process) -> str:
     with trio.move_on_after(1):
         await process.wait()
     code = process.returncode
-    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    if code is None:
+        return "it closed its output"
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
 
 
 def _say(message: str) -> None:
     sys.stderr.write(f"logstream: {message}\n")
 
 
-def _tell(call: Callable[..., None], *args: Any) -> None:
-    """Hand a job an answer; a bug there is that job's, not every job's: say it, go on."""
+def _tell(call: Callable[..., None], *args: Any) -> bool:
+    """Hand a job an answer; a bug there is that job's, not every job's: say it, go on.
+    Whether it took the answer."""
     try:
         call(*args)
     except Exception:
         _say("problem detection failed for a job (its problems may be incomplete):")
         traceback.print_exc()
+        return False
+    return True
 
 
 _shared: trio.lowlevel.RunVar[DetectorProcess] = trio.lowlevel.RunVar("detector_process")
@@ -322,11 +349,11 @@ _shared: trio.lowlevel.RunVar[DetectorProcess] = trio.lowlevel.RunVar("detector_
 def shared_process() -> DetectorProcess:
     """This trio run's detector process, started (as a system task) if there is none alive.
 
-    One that was lost after it started is replaced; one that never started is not retried."""
+    One that was lost is replaced, unless it could not start at all."""
     try:
         process = _shared.get()
-        if not process.lost or not process.started:
-            return process  # alive, or could not start (then jobs detect in process)
+        if not process.lost or process.failed_to_start:
+            return process  # alive, or cannot start (then jobs detect in process)
     except LookupError:
         pass
     process = DetectorProcess()

@@ -211,11 +211,9 @@ class LiveLog:
         self, first: int, lines: list[str], stderr: bool, through: int, joined: str | None = None
     ) -> None:
         try:
-            problems = self.detector.feed(first, lines, stderr=stderr, joined=joined)
+            self._found(self.detector.feed(first, lines, stderr=stderr, joined=joined), through)
         except Exception:
             _rule_failed()
-            return
-        self._found(problems, through)
 
     def _may_skip(self, count: int, text: str) -> bool:
         """Whether these lines may skip the detector process (``detectproc``): few, with no
@@ -270,12 +268,14 @@ class LiveLog:
             self._detection = None
         else:
             self._unanswered.popleft()
-        if rows:
-            self.problems.add_rows(rows)
-            self._unwritten_problems.extend(records)
-        self._release_held(self._next - 1 if last else through)
-        if last:
-            self._close()
+        try:
+            if rows:
+                self.problems.add_rows(rows)
+                self._unwritten_problems.extend(records)
+        finally:  # whatever became of its problems, the lines go on
+            self._release_held(self._next - 1 if last else through)
+            if last:
+                self._close()
 
     def detection_lost(self) -> None:
         """The detector process is gone: what it did not answer is detected here, then
@@ -286,7 +286,7 @@ class LiveLog:
             self._detect(first, text.split("\n"), stderr, through)
             self._release_held(through)
         self._release_held(self._next - 1)
-        if self._closing is not None:
+        if self._closing is not None and not self._stopping:
             self._close()
 
     def _add(self, block: Block) -> None:

@@ -43,7 +43,7 @@ from logstream.backends.protocol import Backend, Cursor, Job, JobLog, Read
 from logstream.catalog import Catalog
 from logstream.detectproc import STALL_S, shared_process
 from logstream.errors import Conflict as StateConflict
-from logstream.errors import JobExists, StorageError, UnknownJob
+from logstream.errors import JobExists, StorageError, Unavailable, UnknownJob
 from logstream.ingest import STATUSES, Conflict, JobEnd, NotYours, Records, RemoteJobSpec
 from logstream.joblog import LiveLog
 from logstream.problemlog import ProblemList
@@ -147,6 +147,7 @@ class RemoteJobs:
         self._logs: dict[str, RemoteLog] = {}
         self._creating = trio.Lock()
         self._nursery: trio.Nursery | None = None
+        self._stopping = False  # ``close`` has begun
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Restore the remote jobs whose runners may still come back, then watch for quiet ones."""
@@ -162,13 +163,18 @@ class RemoteJobs:
             self._nursery = None
 
     async def close(self) -> None:
-        """Store what the live logs hold and stop (the server stops; runners resume later)."""
+        """Store what the live logs hold and stop (the server stops; runners resume later).
+
+        Requests that come meanwhile are answered 503 (runners retry, here after a restart or
+        on another node); one under way ends first (each job's lock)."""
+        self._stopping = True
         # (long enough for a stuck detector process to be found out: its held lines go too)
         with trio.move_on_after(STALL_S + 5):
             for remote in list(self._logs.values()):
-                if remote.live is not None:
-                    remote.live.release()
-                    await remote.live.wait_closed()
+                async with remote.lock:
+                    if remote.live is not None:
+                        remote.live.release()
+                        await remote.live.wait_closed()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -178,6 +184,7 @@ class RemoteJobs:
             remote = self._logs.get(job_id)
             created = False
             if remote is None:
+                self._check_serving()
                 try:
                     writer = await self.backend.create_job(
                         spec.name,
@@ -264,6 +271,7 @@ class RemoteJobs:
     async def _activate(self, remote: RemoteLog, job_id: str) -> LiveLog:
         """The job's live log, resumed from the backend if it is not live; the runner counts
         as seen. Hold ``remote.lock``."""
+        self._check_serving()
         remote.seen_at = now = trio.current_time()
         if now - remote.announced_at >= self.runner_timeout_s / 8:
             # Other nodes: the runner lives, even if this node dies before it is heard again.
@@ -279,10 +287,14 @@ class RemoteJobs:
         await self._go_live(remote, live)
         return live
 
+    def _check_serving(self) -> None:
+        if self._stopping:
+            raise Unavailable("the server is stopping: send again later")
+
     async def _go_live(self, remote: RemoteLog, live: LiveLog) -> None:
         assert self._nursery is not None, "RemoteJobs.run is not running"
-        live.detect_elsewhere(shared_process())
         try:
+            live.detect_elsewhere(shared_process())
             await self._nursery.start(live.run_writer)
         except BaseException:
             live.release()

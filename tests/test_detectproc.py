@@ -4,6 +4,7 @@ never started) without losing a line or a problem found after the loss."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import signal
@@ -11,18 +12,24 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+import httpx
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logstream import detectproc, logformat, sse
 from logstream.backends.datadir import DataDirBackend
+from logstream.catalog import Catalog
 from logstream.detectchild import frame, unframe
 from logstream.detectproc import SHARED_BYTES, DetectorProcess, shared_process
+from logstream.errors import Unavailable
+from logstream.ingest import JobEnd, RemoteJobSpec, parse_records
 from logstream.joblog import LiveLog
-from logstream.problemlog import decode_records
+from logstream.problemlog import ProblemList, Row, decode_records
 from logstream.problems import Detector
+from logstream.remotejobs import RemoteJobs
 
 from .conftest import Server
 
@@ -179,15 +186,72 @@ async def test_a_child_that_cannot_start_leaves_detection_here(
     assert stored(path) == (list(range(1, 3 * 51 + 1)), [(51 * (n + 1), f"e{n}") for n in range(3)])
 
 
+@pytest.mark.parametrize("python", ["missing", "none", "failing"])
 async def test_the_child_is_not_started_again_for_every_job_when_it_cannot_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str
 ) -> None:
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    executable: str | None = None  # (Python allows that: it could not find itself)
+    if python == "missing":
+        executable = str(tmp_path / "no-such-python")
+    elif python == "failing":  # starts, then fails before its first answer
+        executable = str(tmp_path / "python")
+        await trio.Path(executable).write_text("#!/bin/sh\necho 'cannot import' >&2\nexit 1\n")
+        await trio.Path(executable).chmod(0o755)
+    monkeypatch.setattr(sys, "executable", executable)
     process = shared_process()
     with trio.fail_after(DEADLINE_S):
-        await process.ready.wait()
-    assert process.lost and not process.started
+        await process.ready.wait()  # (set when it is lost, too)
+    assert process.lost and process.failed_to_start and not process.started
     assert shared_process() is process  # the next job detects in process at once
+
+
+async def test_with_no_memory_to_share_blocks_go_to_the_child_by_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_more_files(*args: object) -> NoReturn:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", no_more_files)
+    log, path = await job(tmp_path)
+    process = shared_process()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        await append_blocks(log, range(3))
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert process.started and not process.lost
+    assert stored(path) == (list(range(1, 3 * 51 + 1)), [(51 * (n + 1), f"e{n}") for n in range(3)])
+
+
+async def test_a_job_that_fails_to_take_an_answer_still_gets_every_line_and_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A bug while the job takes the child's answer to its end (the cut-short traceback's
+    # problem): the job must still close, with every line, detecting in process.
+    take = ProblemList.add_rows
+
+    def failing_at_the_end(self: ProblemList, rows: list[Row]) -> None:
+        if any(row[2] == "Traceback (most recent call last)" for row in rows):
+            raise RuntimeError("a bug taking the answer")
+        take(self, rows)
+
+    monkeypatch.setattr(ProblemList, "add_rows", failing_at_the_end)
+    log, path = await job(tmp_path)
+    process = shared_process()
+    log.detect_elsewhere(process)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run_writer)
+        await append_blocks(log, range(2))
+        log.append(["Traceback (most recent call last):", '  File "a.py", line 1'])
+        log.finish("failed", 1)
+        with trio.fail_after(DEADLINE_S):
+            await log.wait_closed()
+    assert not process.lost  # the other jobs keep it
+    assert stored(path) == (list(range(1, 2 * 51 + 3)), [(51, "e0"), (102, "e1")])
+    assert log.job.status == "failed"
+    assert "a bug taking the answer" in capfd.readouterr().err
 
 
 async def test_the_servers_folder_and_settings_do_not_reach_the_child(
@@ -255,43 +319,72 @@ async def test_a_rule_that_raises_here_after_the_child_is_lost_loses_no_line(
 
 
 async def test_a_runner_may_end_its_job_while_the_child_still_holds_its_lines(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Server,
 ) -> None:
     # The server has the lines (it answered so) even while the detector process holds them
-    # from readers: an end right after them must wait for them, not be refused.
-    monkeypatch.setattr(detectproc, "STALL_S", 0.5)
+    # from readers: an end right after them waits for them, it is not refused.
     process = shared_process()
     with trio.fail_after(DEADLINE_S):
         await process.ready.wait()
     assert process.pid is not None
-    async with server.client() as client:
-        created = await client.put(
-            "/api/ingest/jobs/held-job", json={"name": "held", "command": ["make"]}
-        )
+    ended: list[httpx.Response] = []
+    async with server.client() as client, trio.open_nursery() as nursery:
+        spec = {"name": "held", "command": ["make"]}
+        created = await client.put("/api/ingest/jobs/held-job", json=spec)
         assert created.status_code == 201
         os.kill(process.pid, signal.SIGSTOP)
         try:
-            lines = error_block(0)
             sent = await client.post(
                 "/api/ingest/jobs/held-job/lines",
-                content=sse.encode_lines(1, lines),
+                content=sse.encode_lines(1, error_block(0)),
                 headers={"Content-Type": "text/event-stream"},
             )
             assert sent.json() == {"last": 51}
-            again = await client.put(
-                "/api/ingest/jobs/held-job", json={"name": "held", "command": ["make"]}
-            )
+            again = await client.put("/api/ingest/jobs/held-job", json=spec)
             assert again.json()["last"] == 51  # nothing to send again
-            end = await client.post(
-                "/api/ingest/jobs/held-job/end",
-                json={"status": "failed", "exit_code": 2, "lines": 51},
-            )
-            assert end.status_code == 200, end.text
+
+            async def end() -> None:
+                body = {"status": "failed", "exit_code": 2, "lines": 51}
+                ended.append(await client.post("/api/ingest/jobs/held-job/end", json=body))
+
+            nursery.start_soon(end)
+            await trio.testing.wait_all_tasks_blocked(0.05)  # the server has the end request
+            assert not ended  # it waits for the held lines
         finally:
-            with contextlib.suppress(ProcessLookupError):  # killed as stuck by then
-                os.kill(process.pid, signal.SIGCONT)
+            os.kill(process.pid, signal.SIGCONT)
+    assert ended[0].status_code == 200, ended[0].text
+    assert not process.lost  # answered by the child, not by its loss
+    async with server.client() as client:
         job = (await client.get("/api/jobs/held-job")).json()
-        assert (job["status"], job["lines"], job["problems"]["error"]) == ("failed", 51, 1)
+    assert (job["status"], job["lines"], job["problems"]["error"]) == ("failed", 51, 1)
+
+
+async def test_a_runner_ending_its_job_as_the_server_stops_is_told_to_come_back(
+    tmp_path: Path,
+) -> None:
+    # The server stops while the child holds a job's lines: an end that comes meanwhile must
+    # not be answered "ended" while the job is stored as given up.
+    backend = DataDirBackend(tmp_path)
+    remote_jobs = RemoteJobs(Catalog(backend))
+    process = shared_process()
+    with trio.fail_after(DEADLINE_S):
+        await process.ready.wait()
+    assert process.pid is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(remote_jobs.run)
+        await remote_jobs.create("held-job", RemoteJobSpec("held", ["make"], None, {}), "me")
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            records = parse_records(sse.encode_lines(1, error_block(0)))
+            assert await remote_jobs.append("held-job", records, "me") == 51
+            nursery.start_soon(remote_jobs.close)
+            await trio.testing.wait_all_tasks_blocked()  # it waits for the held lines
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        with pytest.raises(Unavailable):
+            await remote_jobs.end("held-job", JobEnd("failed", 2, 51), "me")
+    stored_job = (await backend.open_log("held-job")).job
+    assert (stored_job.status, stored_job.lines) == ("interrupted", 51)  # the runner comes back
 
 
 async def test_lines_with_no_sign_skip_the_child_unless_a_problem_is_under_way(
