@@ -33,7 +33,8 @@ Failure: if the child cannot start, exits, or leaves a request unanswered for ``
 is killed and every job it served goes on in process (``LiveLog.detection_lost``): the held
 blocks are detected there and released, so no line is lost or stuck; what the child knew (a
 traceback under way, matchers added by ``::add-matcher::``) is lost with it. The next job
-starts a new child; one that never started is not tried again. Whatever happens, the child
+starts a new child; after a child lost before its first answer (it could not be started, it
+failed or crashed importing, it hung), none is tried again. Whatever happens, the child
 is killed before its jobs are told, and a job that fails to take an answer (a bug) is that
 job's trouble only: this task never raises (a trio system task that raises ends the run).
 """
@@ -94,8 +95,8 @@ class DetectorProcess:
         self.lost = False
         #: The child answered once (it has imported and compiled its rules).
         self.started = False
-        #: It could not start, or failed before it answered: ``shared_process`` does not try
-        #: again (it would fail for every job).
+        #: It could not start, or was lost before its first answer (whatever the cause):
+        #: ``shared_process`` does not try again (it would fail for every job).
         self.failed_to_start = False
         self.pid: int | None = None  # the child's, once started
         #: Set once the child answers (it has imported and compiled its rules) or is lost.
@@ -200,10 +201,7 @@ class DetectorProcess:
                 nursery.start_soon(self._send_loop, process.stdin)
                 nursery.start_soon(self._watchdog, nursery.cancel_scope)
                 await self._receive_loop(process.stdout)
-                reason = await _exit_reason(process)
-                # (a Python error before its first answer: it would fail again, every job)
-                self.failed_to_start = not self.started and (process.returncode or 0) > 0
-                _say(f"the detector process ended ({reason}): {LOST}")
+                _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             _say(f"the detector process ended ({await _exit_reason(process)}): {LOST}")
@@ -211,6 +209,9 @@ class DetectorProcess:
             _say(f"the detector process failed ({group.exceptions[0]!r}): {LOST}")
         finally:
             process.kill()  # first: nothing below may leave it behind, stopped or stuck
+            # Lost before its first answer, however (an import error, a crash, a hang): it
+            # would most likely fail again, for every job.
+            self.failed_to_start = not self.started
             try:
                 self._lose()
             finally:

@@ -83,6 +83,7 @@ class LiveLog:
         self._last_mark_ms = 0
         self._ended = False
         self._released = False
+        self._writer_ran = False  # ``run_writer`` started: it releases or ends the writer
         #: Finds problems in each block as it is appended, on the event loop, unless
         #: ``detect_elsewhere`` hands that to the detector process (then this one takes over if
         #: that process is lost). Replace it before the first line to give project matchers.
@@ -302,6 +303,18 @@ class LiveLog:
         resumes it, as a remote runner's next upload does)."""
         self._end_input(RELEASED)
 
+    async def abandon(self) -> None:
+        """Give the job up when it could not be started (``run_writer`` did not run): the
+        backend's writer is released here, so the job is not locked out (its run lock, a
+        Redis lease) until this process ends."""
+        self.release()  # and the detector process forgets the job
+        if not self._writer_ran:
+            self._writer_ran = True
+            with trio.CancelScope(shield=True):
+                await self._write(self._writer.release())
+            self._closed.set()
+            self._persisted.set()
+
     def finish(self, status: str, exit_code: int | None) -> None:
         """The job ended: no more lines. The writer task records the end and stops (once
         the detector process has answered for every line)."""
@@ -367,6 +380,7 @@ class LiveLog:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Hand queued blocks to the backend until the job ends, then record the end."""
+        self._writer_ran = True
         task_status.started()
         next_sync = trio.current_time() + SYNC_INTERVAL_S
         while True:

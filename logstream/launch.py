@@ -135,9 +135,7 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         catalog.add_live(log)
         await nursery.start(log.run_writer)
     except BaseException:
-        log.release()  # the detector process forgets the job
-        with trio.CancelScope(shield=True):
-            await writer.release()
+        await log.abandon()
         raise
     return JobHandle(log, runner, catalog)
 

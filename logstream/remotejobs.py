@@ -166,15 +166,19 @@ class RemoteJobs:
         """Store what the live logs hold and stop (the server stops; runners resume later).
 
         Requests that come meanwhile are answered 503 (runners retry, here after a restart or
-        on another node); one under way ends first (each job's lock)."""
+        on another node); one under way ends first (each job's lock), and a job being created
+        goes live before the others are let go, so none is left behind holding its writer."""
         self._stopping = True
         # (long enough for a stuck detector process to be found out: its held lines go too)
-        with trio.move_on_after(STALL_S + 5):
-            for remote in list(self._logs.values()):
-                async with remote.lock:
-                    if remote.live is not None:
-                        remote.live.release()
-                        await remote.live.wait_closed()
+        deadline = trio.current_time() + STALL_S + 5
+        with trio.move_on_at(deadline):
+            async with self._creating:  # later creations see ``_stopping``
+                pass
+        # All at once: a shared backend's round trips add up over many jobs.
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+                for remote in list(self._logs.values()):
+                    nursery.start_soon(_let_go, remote)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -292,12 +296,13 @@ class RemoteJobs:
             raise Unavailable("the server is stopping: send again later")
 
     async def _go_live(self, remote: RemoteLog, live: LiveLog) -> None:
-        assert self._nursery is not None, "RemoteJobs.run is not running"
         try:
+            if self._nursery is None:  # (``run`` ended: it is ``close`` that has)
+                raise Unavailable("the server is stopping: send again later")
             live.detect_elsewhere(shared_process())
             await self._nursery.start(live.run_writer)
         except BaseException:
-            live.release()
+            await live.abandon()  # the runner's next request finds the job free to resume
             raise
         remote.live = live
         remote.overdue = False
@@ -336,6 +341,14 @@ class RemoteJobs:
             if quiet_s < self.runner_timeout_s:
                 async with self._creating:
                     await self._load(job.id, trio.current_time() - quiet_s)
+
+
+async def _let_go(remote: RemoteLog) -> None:
+    """Store what the job's live log holds and give its writer up."""
+    async with remote.lock:
+        if remote.live is not None:
+            remote.live.release()
+            await remote.live.wait_closed()
 
 
 def _check_owner(remote: RemoteLog, owner: str) -> None:
