@@ -33,8 +33,9 @@ Failure: if the child cannot start, exits, or leaves a request unanswered for ``
 is killed and every job it served goes on in process (``LiveLog.detection_lost``): the held
 blocks are detected there and released, so no line is lost or stuck; what the child knew (a
 traceback under way, matchers added by ``::add-matcher::``) is lost with it. The next job
-starts a new child; after a child lost before its first answer (it could not be started, it
-failed or crashed importing, it hung), none is tried again. Whatever happens, the child
+starts a new child; after a child that ended before its first answer (it could not be
+started, it failed or crashed importing), none is tried again. One that was stuck (perhaps
+only slow on a loaded machine) is. Whatever happens, the child
 is killed before its jobs are told, and a job that fails to take an answer (a bug) is that
 job's trouble only: this task never raises (a trio system task that raises ends the run).
 """
@@ -95,8 +96,8 @@ class DetectorProcess:
         self.lost = False
         #: The child answered once (it has imported and compiled its rules).
         self.started = False
-        #: It could not start, or was lost before its first answer (whatever the cause):
-        #: ``shared_process`` does not try again (it would fail for every job).
+        #: It could not start, or ended before its first answer (failed or crashed, not
+        #: stuck): ``shared_process`` does not try again (it would fail for every job).
         self.failed_to_start = False
         self.pid: int | None = None  # the child's, once started
         #: Set once the child answers (it has imported and compiled its rules) or is lost.
@@ -107,6 +108,7 @@ class DetectorProcess:
         self._has_out = trio.Event()
         self._answered_at = time.monotonic()
         self._waiting = trio.Event()  # set while requests are unanswered
+        self._stuck = False  # the watchdog killed it
         self._shared_fd, self._shared = _shared_memory()
         self._regions: deque[tuple[int, int]] = deque()  # in use, oldest first
         #: Per unanswered request, oldest first: whether it holds a region.
@@ -209,9 +211,9 @@ class DetectorProcess:
             _say(f"the detector process failed ({group.exceptions[0]!r}): {LOST}")
         finally:
             process.kill()  # first: nothing below may leave it behind, stopped or stuck
-            # Lost before its first answer, however (an import error, a crash, a hang): it
-            # would most likely fail again, for every job.
-            self.failed_to_start = not self.started
+            # Ended before its first answer (an import error, a crash): it would fail again,
+            # for every job. One that was only slow (the watchdog's) may start well next time.
+            self.failed_to_start = not self.started and not self._stuck
             try:
                 self._lose()
             finally:
@@ -254,6 +256,7 @@ class DetectorProcess:
             await trio.sleep(min(1.0, STALL_S / 4))
             if self._unanswered and time.monotonic() - self._answered_at >= STALL_S:
                 _say(f"the detector process did not answer for {STALL_S:g} s: killed; {LOST}")
+                self._stuck = True
                 scope.cancel()
                 return
 

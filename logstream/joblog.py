@@ -379,9 +379,27 @@ class LiveLog:
     async def run_writer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Hand queued blocks to the backend until the job ends, then record the end."""
+        """Hand queued blocks to the backend until the job ends, then record the end.
+
+        Cancelled (its start was, or the server's stop ran out of time), it still stores what
+        is queued and releases the backend's writer: the job must not stay locked."""
         self._writer_ran = True
         task_status.started()
+        try:
+            await self._write_until_closing()
+        finally:
+            with trio.CancelScope(shield=True):
+                blocks, self._pending, self._pending_bytes = self._pending, [], 0
+                await self._write_problems()
+                await self._write_blocks(blocks, sync=True)  # (only when cancelled)
+                if self._ended:
+                    await self._write(self._writer.finish(self.job))
+                else:
+                    await self._write(self._writer.release())
+            self._closed.set()
+            self._persisted.set()  # nobody waits for a writer that is gone
+
+    async def _write_until_closing(self) -> None:
         next_sync = trio.current_time() + SYNC_INTERVAL_S
         while True:
             await self._queued.wait()
@@ -392,28 +410,24 @@ class LiveLog:
                         await self.changes.wait()
             self._queued = trio.Event()
             blocks, self._pending, self._pending_bytes = self._pending, [], 0
-            await self._write_problems()
-            if blocks:
-                sync = trio.current_time() >= next_sync
-                if sync:
-                    next_sync = trio.current_time() + SYNC_INTERVAL_S
-                if self.write_error is None:
-                    # Shielded: a block taken from the queue must reach the backend.
-                    with trio.CancelScope(shield=True):
-                        await self._write(self._writer.append_blocks(blocks, sync=sync))
-                self.ring.mark_persisted(blocks[-1].last)
-                self._persisted.set()
-                self._persisted = trio.Event()
+            sync = bool(blocks) and trio.current_time() >= next_sync
+            if sync:
+                next_sync = trio.current_time() + SYNC_INTERVAL_S
+            # Shielded: a block taken from the queue must reach the backend.
+            with trio.CancelScope(shield=True):
+                await self._write_problems()
+                await self._write_blocks(blocks, sync=sync)
             if self._stopping and not self._pending:
-                break
-        with trio.CancelScope(shield=True):
-            await self._write_problems()
-            if self._ended:
-                await self._write(self._writer.finish(self.job))
-            else:
-                await self._write(self._writer.release())
-        self._closed.set()
-        self._persisted.set()  # nobody waits for a writer that is gone
+                return
+
+    async def _write_blocks(self, blocks: list[Block], *, sync: bool) -> None:
+        if not blocks:
+            return
+        if self.write_error is None:
+            await self._write(self._writer.append_blocks(blocks, sync=sync))
+        self.ring.mark_persisted(blocks[-1].last)
+        self._persisted.set()
+        self._persisted = trio.Event()
 
     async def _write_problems(self) -> None:
         """Problems go to the backend before the lines that found them (docs/problems.md)."""

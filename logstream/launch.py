@@ -136,6 +136,8 @@ async def create_job(nursery: trio.Nursery, catalog: Catalog, spec: JobSpec) -> 
         await nursery.start(log.run_writer)
     except BaseException:
         await log.abandon()
+        catalog.retire(writer.job.id)  # served as the backend has it: interrupted
+        catalog.notify()
         raise
     return JobHandle(log, runner, catalog)
 

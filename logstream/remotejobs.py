@@ -321,8 +321,13 @@ class RemoteJobs:
                 if live is not None:
                     live.release()
                     await live.wait_closed()
-                    remote.stored = await self.backend.open_log(job_id)
                     remote.live = None
+                    remote.stored = live  # what it stored, until the backend's log opens
+                if isinstance(remote.stored, LiveLog):
+                    try:
+                        remote.stored = await self.backend.open_log(job_id)
+                    except (StorageError, OSError):
+                        continue  # (the backend is unreachable) again on the next pass
                 remote.overdue = True
                 remote.changed()
             self.catalog.notify()

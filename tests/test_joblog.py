@@ -125,3 +125,22 @@ async def test_a_resumed_job_goes_on_numbering_after_its_stored_lines(tmp_path: 
         resumed.finish("succeeded", 0)
     assert LogReader(path).last_seq() == 3
     assert (await backend.open_log(first.job.id)).job.status == "succeeded"
+
+
+async def test_a_writer_cancelled_at_its_start_stores_the_lines_and_frees_the_job(
+    tmp_path: Path,
+) -> None:
+    # (a request cancelled as it creates the job, a server stop that ran out of time)
+    backend = DataDirBackend(tmp_path)
+    writer = await backend.create_job("job", ["job"], job_id="cut")
+    log = LiveLog(writer)
+    log.append(["taken before the cancel"])
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as request:
+            request.cancel()
+            await nursery.start(log.run_writer)
+    assert request.cancelled_caught
+    assert LogReader(writer.path).last_seq() == 1
+    resumed = await backend.resume_job("cut")  # not WriterElsewhere: the run lock is free
+    assert resumed.last_stored == 1
+    await resumed.release()

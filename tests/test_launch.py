@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from logstream import logformat
@@ -79,3 +80,17 @@ async def test_closing_the_supervisor_cancels_running_jobs_and_waits(tmp_path: P
     assert handle.done and handle.result is not None
     assert handle.result.status == "cancelled"
     assert (await catalog.backend.open_log(handle.id)).job.status == "cancelled"
+
+
+async def test_a_job_that_cannot_start_shows_interrupted_and_holds_no_lock(
+    tmp_path: Path,
+) -> None:
+    catalog = Catalog(DataDirBackend(tmp_path))
+    async with trio.open_nursery() as closed:
+        pass  # no new task starts here: the log's writer cannot
+    with pytest.raises(RuntimeError):
+        await create_job(closed, catalog, JobSpec(("true",), "x", job_id="never"))
+    [listed] = await catalog.jobs()
+    shown = await catalog.get("never")
+    assert (listed.status, shown.job.status) == ("interrupted", "interrupted")
+    assert not await catalog.backend.runner_alive("never")
