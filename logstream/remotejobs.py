@@ -52,6 +52,9 @@ from logstream.wakeups import Changes
 
 RESTORE_NEWEST_JOBS = 500
 WATCH_INTERVAL_S = 1.0
+#: How long ``close`` waits for a creation under way, then for the jobs to be let go: long
+#: enough for a stuck detector process to be found out (the lines it holds go too).
+CLOSE_WAIT_S = STALL_S + 5
 
 
 def token_owner(token: bytes | None) -> str:
@@ -169,13 +172,12 @@ class RemoteJobs:
         on another node); one under way ends first (each job's lock), and a job being created
         goes live before the others are let go, so none is left behind holding its writer."""
         self._stopping = True
-        # (long enough for a stuck detector process to be found out: its held lines go too)
-        deadline = trio.current_time() + STALL_S + 5
-        with trio.move_on_at(deadline):
+        with trio.move_on_after(CLOSE_WAIT_S):  # (a backend that hangs: go on without it)
             async with self._creating:  # later creations see ``_stopping``
                 pass
-        # All at once: a shared backend's round trips add up over many jobs.
-        with trio.move_on_at(deadline):
+        # All at once: a shared backend's round trips add up over many jobs. (Out of time, the
+        # writers are cancelled: they still store what they have and let their jobs go.)
+        with trio.move_on_after(CLOSE_WAIT_S):
             async with trio.open_nursery() as nursery:
                 for remote in list(self._logs.values()):
                     nursery.start_soon(_let_go, remote)
