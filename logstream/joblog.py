@@ -126,6 +126,11 @@ class LiveLog:
         return self._ended
 
     @property
+    def released(self) -> bool:
+        """Given up without an end (``release``): no line will come from this log any more."""
+        return self._released
+
+    @property
     def ring_lines(self) -> int:
         """Lines held in memory now."""
         return self.ring.statistics().lines

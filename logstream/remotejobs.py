@@ -85,6 +85,9 @@ class RemoteLog:
             return self.live.job
         assert self.stored is not None
         job = self.stored.job
+        if isinstance(self.stored, LiveLog) and self.overdue:
+            # Let go, and gone from the backend (``_release_quiet``): all there will be.
+            return dataclasses.replace(job, status="interrupted")
         if job.status == "interrupted" and not self.overdue:
             # Its writer is gone because this server let it go (or restarted), not its runner.
             return dataclasses.replace(job, status="running")
@@ -124,7 +127,9 @@ class RemoteLog:
         return await self.stored.read_after(cursor, max_bytes)
 
     async def wait_beyond(self, seq: int) -> None:
-        if self.live is not None:
+        # A released live log has no more lines but no end either: waiting on it would return
+        # at once, for ever (a viewer spinning): the runner's return or overdue wakes this.
+        if self.live is not None and not self.live.released:
             await self.live.wait_beyond(seq)
         elif self.last <= seq and not self.job.ended:
             await self.changes.wait()
@@ -330,6 +335,13 @@ class RemoteJobs:
                         remote.stored = await self.backend.open_log(job_id)
                     except (StorageError, OSError):
                         continue  # (the backend is unreachable) again on the next pass
+                    except UnknownJob:  # gone from the backend (Redis restarted empty)
+                        self._logs.pop(job_id, None)
+                        self.catalog.retire(job_id)
+                        self.catalog.notify()
+                        remote.overdue = True
+                        remote.changed()
+                        continue
                 remote.overdue = True
                 remote.changed()
             self.catalog.notify()

@@ -11,12 +11,15 @@ import pytest
 import trio
 import trio.testing
 
-from logstream import remotejobs
+from logstream import remotejobs, sse
 from logstream.backends.datadir import DataDirBackend, DataDirWriter, FileLog
+from logstream.backends.protocol import Cursor, Read
 from logstream.catalog import Catalog
-from logstream.errors import StorageError, Unavailable
-from logstream.ingest import RemoteJobSpec
-from logstream.remotejobs import RemoteJobs
+from logstream.config import Settings
+from logstream.errors import StorageError, Unavailable, UnknownJob
+from logstream.ingest import Records, RemoteJobSpec
+from logstream.remotejobs import RemoteJobs, RemoteLog
+from logstream.web import AppState
 
 DEADLINE_S = 30
 SPEC = RemoteJobSpec("r", ["make"], None, {})
@@ -137,10 +140,14 @@ class BackendDown(DataDirBackend):
         self.down = False
         self.failed = trio.Event()
 
+        self.emptied = False  # came back without the job (Redis with no persistence)
+
     async def open_log(self, job_id: str) -> FileLog:
         if self.down:
             self.failed.set()
             raise StorageError("Redis cannot be reached")
+        if self.emptied:
+            raise UnknownJob(f"no job {job_id}")
         return await super().open_log(job_id)
 
 
@@ -163,3 +170,66 @@ async def test_a_quiet_runners_job_is_let_go_even_while_the_backend_is_down(
         with trio.fail_after(DEADLINE_S):
             assert await remote_jobs.create("quiet", SPEC, "me") == (0, False, False)
         await remote_jobs.close()
+
+
+@pytest.fixture
+def no_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A viewer that reads without ever waiting never reaches a checkpoint, so no deadline
+    could end the test: fail it after that many reads instead."""
+    reads = 0
+    read_after = RemoteLog.read_after
+
+    async def counted(self: RemoteLog, cursor: Cursor, max_bytes: int = 1 << 20) -> Read:
+        nonlocal reads
+        reads += 1
+        if reads > 2000:
+            raise AssertionError(f"the viewer spins: {reads} reads")
+        return await read_after(self, cursor, max_bytes)
+
+    monkeypatch.setattr(RemoteLog, "read_after", counted)
+
+
+async def live_job(remote_jobs: RemoteJobs, job_id: str) -> None:
+    await remote_jobs.create(job_id, SPEC, "me")
+    await remote_jobs.append(job_id, Records(1, 1, sse.encode_lines(1, ["one"]), 0), "me")
+
+
+@pytest.mark.parametrize("gone", [False, True])
+@pytest.mark.usefixtures("no_spinning")
+async def test_a_viewer_of_a_quiet_runners_job_gets_its_end(tmp_path: Path, gone: bool) -> None:
+    backend = BackendDown(tmp_path)
+    catalog = Catalog(backend)
+    state = AppState(catalog, Settings(data_dir=tmp_path))
+    remote_jobs = RemoteJobs(catalog, runner_timeout_s=0.5)
+    backend.emptied = gone  # (and the server goes on)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(remote_jobs.run)
+        await live_job(remote_jobs, "quiet")
+        with trio.fail_after(DEADLINE_S):
+            async for data in state.stream_events(await catalog.get("quiet"), 0):
+                got.append(data)
+        await remote_jobs.close()
+    assert b"one" in b"".join(got) and b"interrupted" in got[-1]
+
+
+@pytest.mark.usefixtures("no_spinning")
+async def test_a_viewer_does_not_hold_up_the_servers_stop(tmp_path: Path) -> None:
+    catalog = Catalog(DataDirBackend(tmp_path))
+    state = AppState(catalog, Settings(data_dir=tmp_path))
+    remote_jobs = RemoteJobs(catalog)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(remote_jobs.run)
+        await live_job(remote_jobs, "stopping")
+        got_line = trio.Event()
+
+        async def view() -> None:
+            async for data in state.stream_events(await catalog.get("stopping"), 0):
+                if b"one" in data:
+                    got_line.set()
+
+        nursery.start_soon(view)
+        with trio.fail_after(DEADLINE_S):
+            await got_line.wait()
+            await remote_jobs.close()  # as the server does before it ends the streams
+        state.shut_down()
