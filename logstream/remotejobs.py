@@ -159,12 +159,14 @@ class RemoteJobs:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Restore the remote jobs whose runners may still come back, then watch for quiet ones."""
-        await self._restore()
+        restored = await self._restore()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
                 while True:
+                    if not restored:  # the backend was down at start (it answers 503 meanwhile)
+                        restored = await self._restore()
                     await self._release_quiet()
                     await trio.sleep(min(WATCH_INTERVAL_S, self.runner_timeout_s / 4))
         finally:
@@ -346,20 +348,29 @@ class RemoteJobs:
                 remote.changed()
             self.catalog.notify()
 
-    async def _restore(self) -> None:
+    async def _restore(self) -> bool:
         """Remote jobs that were running when the server stopped: their runners may be
-        retrying right now, so they show as running until they are overdue."""
+        retrying right now, so they show as running until they are overdue. Whether the
+        backend could be asked (if not, the watch asks again)."""
         now = time.time()
-        for job in await self.backend.list_jobs(RESTORE_NEWEST_JOBS):
-            if job.owner is None or job.status != "interrupted":
-                continue
+        try:
+            jobs = await self.backend.list_jobs(RESTORE_NEWEST_JOBS)
+        except (StorageError, OSError):
+            return False
+        for job in jobs:
+            if job.owner is None or job.status != "interrupted" or job.id in self._logs:
+                continue  # (in ``_logs``: its runner came back before the backend answered)
             try:
                 quiet_s = max(0.0, now - await self.backend.changed_at(job.id))
-            except (UnknownJob, OSError):
+                if quiet_s < self.runner_timeout_s:
+                    async with self._creating:
+                        if job.id not in self._logs:
+                            await self._load(job.id, trio.current_time() - quiet_s)
+            except UnknownJob:
                 continue
-            if quiet_s < self.runner_timeout_s:
-                async with self._creating:
-                    await self._load(job.id, trio.current_time() - quiet_s)
+            except (StorageError, OSError):
+                return False
+        return True
 
 
 async def _let_go(remote: RemoteLog) -> None:

@@ -18,6 +18,7 @@ from logstream.catalog import Catalog
 from logstream.config import Settings
 from logstream.errors import StorageError, Unavailable, UnknownJob
 from logstream.ingest import Records, RemoteJobSpec
+from logstream.job import Job
 from logstream.remotejobs import RemoteJobs, RemoteLog
 from logstream.web import AppState
 
@@ -233,3 +234,39 @@ async def test_a_viewer_does_not_hold_up_the_servers_stop(tmp_path: Path) -> Non
             await got_line.wait()
             await remote_jobs.close()  # as the server does before it ends the streams
         state.shut_down()
+
+
+class ListingDown(DataDirBackend):
+    """A backend that cannot list its jobs until ``up`` is set (Redis down at start)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.up = trio.Event()
+        self.listed = trio.Event()
+
+    async def list_jobs(self, limit: int = 500) -> list[Job]:
+        if not self.up.is_set():
+            raise StorageError("Redis cannot be reached")
+        jobs = await super().list_jobs(limit)
+        self.listed.set()
+        return jobs
+
+
+async def test_a_server_starts_while_its_backend_is_down_and_restores_its_jobs_later(
+    tmp_path: Path,
+) -> None:
+    # A runner's job, given up by a server that stopped: the next server restores it.
+    with trio.fail_after(DEADLINE_S):
+        await resumable(tmp_path, "returning")
+    backend = ListingDown(tmp_path)
+    catalog = Catalog(backend)
+    remote_jobs = RemoteJobs(catalog)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(DEADLINE_S):
+            await nursery.start(remote_jobs.run)  # does not wait for the backend
+        backend.up.set()
+        with trio.fail_after(DEADLINE_S):
+            await backend.listed.wait()
+            while (await catalog.get("returning")).job.status != "running":
+                await catalog.wait_changed()
+        await remote_jobs.close()
