@@ -315,10 +315,7 @@ class LiveLog:
         self.release()  # and the detector process forgets the job
         if not self._writer_ran:
             self._writer_ran = True
-            with trio.CancelScope(shield=True):
-                await self._write(self._writer.release())
-            self._closed.set()
-            self._persisted.set()
+            await self._close_writer()
 
     def finish(self, status: str, exit_code: int | None) -> None:
         """The job ended: no more lines. The writer task records the end and stops (once
@@ -393,16 +390,7 @@ class LiveLog:
         try:
             await self._write_until_closing()
         finally:
-            with trio.CancelScope(shield=True):
-                blocks, self._pending, self._pending_bytes = self._pending, [], 0
-                await self._write_problems()
-                await self._write_blocks(blocks, sync=True)  # (only when cancelled)
-                if self._ended:
-                    await self._write(self._writer.finish(self.job))
-                else:
-                    await self._write(self._writer.release())
-            self._closed.set()
-            self._persisted.set()  # nobody waits for a writer that is gone
+            await self._close_writer()
 
     async def _write_until_closing(self) -> None:
         next_sync = trio.current_time() + SYNC_INTERVAL_S
@@ -424,6 +412,20 @@ class LiveLog:
                 await self._write_blocks(blocks, sync=sync)
             if self._stopping and not self._pending:
                 return
+
+    async def _close_writer(self) -> None:
+        """Store what is still queued (only after a cancel), then record the end, or release
+        the backend's writer if the job has none."""
+        with trio.CancelScope(shield=True):
+            blocks, self._pending, self._pending_bytes = self._pending, [], 0
+            await self._write_problems()
+            await self._write_blocks(blocks, sync=True)
+            if self._ended:
+                await self._write(self._writer.finish(self.job))
+            else:
+                await self._write(self._writer.release())
+        self._closed.set()
+        self._persisted.set()  # nobody waits for a writer that is gone
 
     async def _write_blocks(self, blocks: list[Block], *, sync: bool) -> None:
         if not blocks:

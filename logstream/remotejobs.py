@@ -340,10 +340,6 @@ class RemoteJobs:
                     except UnknownJob:  # gone from the backend (Redis restarted empty)
                         self._logs.pop(job_id, None)
                         self.catalog.retire(job_id)
-                        self.catalog.notify()
-                        remote.overdue = True
-                        remote.changed()
-                        continue
                 remote.overdue = True
                 remote.changed()
             self.catalog.notify()
@@ -358,12 +354,13 @@ class RemoteJobs:
         except (StorageError, OSError):
             return False
         for job in jobs:
-            if job.owner is None or job.status != "interrupted" or job.id in self._logs:
-                continue  # (in ``_logs``: its runner came back before the backend answered)
+            if job.owner is None or job.status != "interrupted":
+                continue
             try:
                 quiet_s = max(0.0, now - await self.backend.changed_at(job.id))
                 if quiet_s < self.runner_timeout_s:
                     async with self._creating:
+                        # (already here: its runner came back before the backend answered)
                         if job.id not in self._logs:
                             await self._load(job.id, trio.current_time() - quiet_s)
             except UnknownJob:
